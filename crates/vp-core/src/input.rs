@@ -234,8 +234,8 @@ mod tests {
         r.parameters = Some(serde_json::from_value(json!({"k": 5})).expect("map"));
         assert_eq!(k_from_request(&r, 10, 3), Ok(5));
         r.parameters = Some(serde_json::from_value(json!({"k": 6})).expect("map"));
-        assert!(k_from_request(&r, 10, 3).unwrap_err().to_string().contains("between 1 and 5"));
+        assert!(k_from_request(&r, 10, 3).expect_err("should fail").to_string().contains("between 1 and 5"));
         r.parameters = Some(serde_json::from_value(json!({"k": "two"})).expect("map"));
-        assert!(k_from_request(&r, 10, 3).unwrap_err().to_string().contains("integer"));
+        assert!(k_from_request(&r, 10, 3).expect_err("should fail").to_string().contains("integer"));
     }
 }

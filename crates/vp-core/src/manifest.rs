@@ -123,7 +123,7 @@ impl Manifest {
         if self.input.dtype != "uint8" || self.input.layout != "NCHW" || self.input.shape.len() != 3 {
             return Err("input must be uint8, layout NCHW, shape [C, H, W]".into());
         }
-        if self.input.shape.iter().any(|&d| d == 0) {
+        if self.input.shape.contains(&0) {
             return Err("input shape has a zero dimension".into());
         }
         if self.output.dtype != "float32" {
@@ -293,7 +293,7 @@ pub(crate) mod tests {
     #[test]
     fn rejects_unknown_schema_version() {
         let y = sample_yaml().replace("schema_version: 1", "schema_version: 2");
-        let e = Manifest::from_yaml(&y).unwrap_err().to_string();
+        let e = Manifest::from_yaml(&y).expect_err("should fail").to_string();
         assert!(e.contains("schema_version 2"), "{e}");
     }
 
@@ -303,24 +303,24 @@ pub(crate) mod tests {
         let cut = y.find("  - variants: [v0, v1, v2]").expect("row");
         let end = y.find("topk:").expect("topk");
         let y = format!("{}{}", &y[..cut], &y[end..]);
-        let e = Manifest::from_yaml(&y).unwrap_err().to_string();
+        let e = Manifest::from_yaml(&y).expect_err("should fail").to_string();
         assert!(e.contains("expected 2^3 - 1"), "{e}");
     }
 
     #[test]
     fn rejects_bad_names_hashes_and_paths() {
         let y = sample_yaml().replacen("name: v1", "name: V_1", 1);
-        assert!(Manifest::from_yaml(&y).unwrap_err().to_string().contains("DNS label"));
+        assert!(Manifest::from_yaml(&y).expect_err("should fail").to_string().contains("DNS label"));
         let y = sample_yaml().replacen(&"ab".repeat(32), "xyz", 1);
-        assert!(Manifest::from_yaml(&y).unwrap_err().to_string().contains("sha256"));
+        assert!(Manifest::from_yaml(&y).expect_err("should fail").to_string().contains("sha256"));
         let y = sample_yaml().replacen("file: v0.onnx", "file: ../v0.onnx", 1);
-        assert!(Manifest::from_yaml(&y).unwrap_err().to_string().contains("plain relative path"));
+        assert!(Manifest::from_yaml(&y).expect_err("should fail").to_string().contains("plain relative path"));
     }
 
     #[test]
     fn rejects_class_count_mismatch_and_garbage() {
         let y = sample_yaml().replace("classes: 10", "classes: 12");
-        assert!(Manifest::from_yaml(&y).unwrap_err().to_string().contains("output.classes"));
+        assert!(Manifest::from_yaml(&y).expect_err("should fail").to_string().contains("output.classes"));
         assert!(Manifest::from_yaml("[1, 2").is_err());
         assert!(Manifest::from_yaml("family: x").is_err());
     }

@@ -177,10 +177,10 @@ mod tests {
         let rows = vec![TopK { entries: vec![(3, 0.7)] }];
         let resp = topk_response("v0", None, &rows, 1);
         assert!(parse_topk_response(&resp, 2, 1, 10).is_err());
-        assert!(parse_topk_response(&resp, 1, 1, 3).unwrap_err().contains("outside"));
+        assert!(parse_topk_response(&resp, 1, 1, 3).expect_err("should fail").contains("outside"));
         let mut r2 = resp.clone();
         r2.outputs.remove(0);
-        assert!(parse_topk_response(&r2, 1, 1, 10).unwrap_err().contains("classes"));
+        assert!(parse_topk_response(&r2, 1, 1, 10).expect_err("should fail").contains("classes"));
     }
 
     #[test]

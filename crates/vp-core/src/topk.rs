@@ -71,7 +71,7 @@ mod tests {
         assert!(validate_k(0, 10).is_err());
         assert!(validate_k(6, 10).is_err());
         assert!(validate_k(-1, 10).is_err());
-        let e = validate_k(6, 10).unwrap_err().to_string();
+        let e = validate_k(6, 10).expect_err("should fail").to_string();
         assert!(e.contains("between 1 and 5"), "{e}");
     }
 }

@@ -9,7 +9,6 @@ async fn main() -> std::process::ExitCode {
     match vp_variant::serve(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "vp-variant failed");
             eprintln!("vp-variant: {e}");
             std::process::ExitCode::FAILURE
         }
