@@ -9,6 +9,7 @@ mod run;
 mod runstate;
 mod stats;
 mod testset;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -30,6 +31,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Benchmark bare ONNX Runtime, the variant servers and the aggregator on this machine.
     Bench(bench::BenchArgs),
+    /// Re-measure a family's accuracy tables with ONNX Runtime and compare them with its manifest.
+    Verify(verify::VerifyArgs),
 }
 
 /// An error ending a vpctl command, printed as one line.
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
             Command::Classify(a) => classify::classify(a).await,
             Command::Eval(a) => eval::eval(a).await,
             Command::Bench(a) => bench::bench(a).await,
+            Command::Verify(a) => verify::verify(a).await,
         }
     });
     match result {
