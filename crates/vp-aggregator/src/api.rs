@@ -34,7 +34,11 @@ pub struct AppState {
 /// The router with body limits, request timeout and tracing layers.
 pub fn router(state: AppState, args: &Args) -> Router {
     let sample = state.live.snapshot().spec.sample_len();
-    let json_limit = args.max_batch.saturating_mul(sample).saturating_mul(4).saturating_add(64 * 1024);
+    let json_limit = args
+        .max_batch
+        .saturating_mul(sample)
+        .saturating_mul(4)
+        .saturating_add(64 * 1024);
     Router::new()
         .route("/v2", get(|| async { Json(json!({"name": "vp-aggregator", "version": env!("CARGO_PKG_VERSION"), "extensions": []})) }))
         .route("/v2/health/live", get(|| async { Json(json!({"live": true})) }))
@@ -59,8 +63,15 @@ fn ready_reply(snap: &Snapshot) -> Response {
     if up >= snap.config.min_variants {
         Json(json!({"ready": true, "available_variants": up})).into_response()
     } else {
-        let msg = format!("{up} variants up, fewer than min_variants = {}", snap.config.min_variants);
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "error": msg}))).into_response()
+        let msg = format!(
+            "{up} variants up, fewer than min_variants = {}",
+            snap.config.min_variants
+        );
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "error": msg})),
+        )
+            .into_response()
     }
 }
 
@@ -79,13 +90,19 @@ fn check_model(snap: &Snapshot, name: &str) -> Result<(), ApiError> {
     }
 }
 
-async fn model_ready(State(s): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn model_ready(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     let snap = s.live.snapshot();
     check_model(&snap, &name)?;
     Ok(ready_reply(&snap))
 }
 
-async fn model_metadata(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn model_metadata(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let snap = s.live.snapshot();
     check_model(&snap, &name)?;
     let [c, h, w] = snap.spec.chw;
@@ -135,7 +152,12 @@ struct Answer {
 }
 
 /// Fans the batch out, checks min_variants, and combines the replies sample by sample.
-async fn answer(s: &AppState, snap: &Snapshot, batch: &ImageBatch, k: usize) -> Result<Answer, ApiError> {
+async fn answer(
+    s: &AppState,
+    snap: &Snapshot,
+    batch: &ImageBatch,
+    k: usize,
+) -> Result<Answer, ApiError> {
     let configured = snap.endpoints.len();
     if snap.up_mask() == 0 {
         return Err(ApiError::new(
@@ -161,10 +183,9 @@ async fn answer(s: &AppState, snap: &Snapshot, batch: &ImageBatch, k: usize) -> 
     let mut combined = Vec::with_capacity(batch.n);
     for row in 0..batch.n {
         let replies: Vec<_> = answered.iter().map(|(i, rows)| (*i, &rows[row])).collect();
-        let c = snap
-            .combiner
-            .combine(&replies)
-            .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no replies to combine"))?;
+        let c = snap.combiner.combine(&replies).ok_or_else(|| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no replies to combine")
+        })?;
         combined.push(c);
     }
     let degraded = mask != snap.configured_mask;
@@ -187,33 +208,57 @@ fn record(s: &AppState, endpoint: &str, started: Instant, result: &Result<bool, 
         Err(st) if st.is_client_error() => "client_error",
         Err(_) => "server_error",
     };
-    s.metrics.requests.with_label_values(&[endpoint, outcome]).inc();
+    s.metrics
+        .requests
+        .with_label_values(&[endpoint, outcome])
+        .inc();
     s.metrics
         .request_duration
         .with_label_values(&[endpoint])
         .observe(started.elapsed().as_secs_f64());
 }
 
-async fn infer(State(s): State<AppState>, Path(name): Path<String>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn infer(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let started = Instant::now();
     let result = infer_inner(&s, &name, body).await;
-    record(&s, "infer", started, &result.as_ref().map(|(_, d)| *d).map_err(|e| e.status));
+    record(
+        &s,
+        "infer",
+        started,
+        &result.as_ref().map(|(_, d)| *d).map_err(|e| e.status),
+    );
     match result {
         Ok((r, _)) => Json(r).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn infer_inner(s: &AppState, name: &str, body: Result<Bytes, BytesRejection>) -> Result<(InferResponse, bool), ApiError> {
+async fn infer_inner(
+    s: &AppState,
+    name: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(InferResponse, bool), ApiError> {
     let snap = s.live.snapshot();
     check_model(&snap, name)?;
     let req: InferRequest = parse_json(body)?;
     let classes = snap.manifest.classes();
-    let k = k_from_request(&req, classes, snap.config.top_k).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let batch = snap.spec.validate(&req).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let k = k_from_request(&req, classes, snap.config.top_k)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let batch = snap
+        .spec
+        .validate(&req)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let a = answer(s, &snap, &batch, k).await?;
     let class: Vec<i64> = a.combined.iter().map(|c| c.class as i64).collect();
-    let scores: Vec<f32> = a.combined.iter().flat_map(|c| c.scores.iter().map(|&x| x as f32)).collect();
+    let scores: Vec<f32> = a
+        .combined
+        .iter()
+        .flat_map(|c| c.scores.iter().map(|&x| x as f32))
+        .collect();
     let mut params = serde_json::Map::new();
     params.insert("variants".into(), json!(snap.names(a.mask)));
     params.insert("degraded".into(), json!(a.degraded));
@@ -275,7 +320,12 @@ async fn classify(
 ) -> Response {
     let started = Instant::now();
     let result = classify_inner(&s, query, body).await;
-    record(&s, "classify", started, &result.as_ref().map(|r| r.degraded).map_err(|e| e.status));
+    record(
+        &s,
+        "classify",
+        started,
+        &result.as_ref().map(|r| r.degraded).map_err(|e| e.status),
+    );
     match result {
         Ok(r) => Json(r).into_response(),
         Err(e) => e.into_response(),
@@ -289,7 +339,8 @@ async fn classify_inner(
 ) -> Result<ClassifyReply, ApiError> {
     let snap = s.live.snapshot();
     let classes = snap.manifest.classes();
-    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))?;
     let k = match q.k {
         None => snap.config.top_k,
         Some(k) => validate_k(k, classes).map_err(|e| ApiError::bad_request(e.to_string()))?,

@@ -88,34 +88,52 @@ pub async fn fan_out(
                 replies: snap
                     .endpoints
                     .iter()
-                    .map(|ep| (ep.index, ep.name.clone(), Outcome::Error(format!("encoding failed: {e}"))))
+                    .map(|ep| {
+                        (
+                            ep.index,
+                            ep.name.clone(),
+                            Outcome::Error(format!("encoding failed: {e}")),
+                        )
+                    })
                     .collect(),
             };
         }
     };
     let deadline = Instant::now() + Duration::from_millis(snap.config.deadline_ms);
     let classes = snap.manifest.classes();
-    let calls = snap.endpoints.iter().filter(|e| e.health.is_up()).map(|ep| {
-        let body = body.clone();
-        async move {
-            let outcome = match tokio::time::timeout_at(deadline, call(client, ep, body, batch.n, k, classes)).await {
-                Ok(Ok(rows)) => Outcome::Ok(rows),
-                Ok(Err(CallError::Down(e))) => {
-                    live.set_up(ep, false);
-                    Outcome::Error(e)
-                }
-                Ok(Err(CallError::Bad(e))) => Outcome::Error(e),
-                Err(_) => Outcome::Timeout,
-            };
-            let label = match &outcome {
-                Outcome::Ok(_) => "ok",
-                Outcome::Timeout => "timeout",
-                Outcome::Error(_) => "error",
-            };
-            metrics.variant_replies.with_label_values(&[ep.name.as_str(), label]).inc();
-            (ep.index, ep.name.clone(), outcome)
-        }
-    });
+    let calls = snap
+        .endpoints
+        .iter()
+        .filter(|e| e.health.is_up())
+        .map(|ep| {
+            let body = body.clone();
+            async move {
+                let outcome = match tokio::time::timeout_at(
+                    deadline,
+                    call(client, ep, body, batch.n, k, classes),
+                )
+                .await
+                {
+                    Ok(Ok(rows)) => Outcome::Ok(rows),
+                    Ok(Err(CallError::Down(e))) => {
+                        live.set_up(ep, false);
+                        Outcome::Error(e)
+                    }
+                    Ok(Err(CallError::Bad(e))) => Outcome::Error(e),
+                    Err(_) => Outcome::Timeout,
+                };
+                let label = match &outcome {
+                    Outcome::Ok(_) => "ok",
+                    Outcome::Timeout => "timeout",
+                    Outcome::Error(_) => "error",
+                };
+                metrics
+                    .variant_replies
+                    .with_label_values(&[ep.name.as_str(), label])
+                    .inc();
+                (ep.index, ep.name.clone(), outcome)
+            }
+        });
     FanOut {
         replies: futures::future::join_all(calls).await,
     }
@@ -153,10 +171,13 @@ async fn call(
     }
     if !status.is_success() {
         let text = String::from_utf8_lossy(&bytes);
-        return Err(CallError::Bad(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>())));
+        return Err(CallError::Bad(format!(
+            "HTTP {status}: {}",
+            text.chars().take(200).collect::<String>()
+        )));
     }
-    let parsed: InferResponse =
-        serde_json::from_slice(&bytes).map_err(|e| CallError::Bad(format!("malformed reply: {e}")))?;
+    let parsed: InferResponse = serde_json::from_slice(&bytes)
+        .map_err(|e| CallError::Bad(format!("malformed reply: {e}")))?;
     parse_topk_response(&parsed, n, k, classes).map_err(CallError::Bad)
 }
 

@@ -11,8 +11,13 @@ pub enum ImageError {
     #[error("the body is not a PNG or JPEG image")]
     UnknownFormat,
     #[error("the {format} image could not be decoded: {message}")]
-    Decode { format: &'static str, message: String },
-    #[error("this family takes {0}-channel input; /v1/classify supports 1-channel (grayscale) families only")]
+    Decode {
+        format: &'static str,
+        message: String,
+    },
+    #[error(
+        "this family takes {0}-channel input; /v1/classify supports 1-channel (grayscale) families only"
+    )]
     Channels(usize),
     #[error("image is larger than {max}x{max} pixels or too large to decode")]
     TooLarge { max: u32 },
@@ -35,7 +40,11 @@ pub fn image_to_sample(bytes: &[u8], chw: [usize; 3]) -> Result<Vec<u8>, ImageEr
         Ok(image::ImageFormat::Jpeg) => image::ImageFormat::Jpeg,
         _ => return Err(ImageError::UnknownFormat),
     };
-    let name = if format == image::ImageFormat::Png { "PNG" } else { "JPEG" };
+    let name = if format == image::ImageFormat::Png {
+        "PNG"
+    } else {
+        "JPEG"
+    };
     let decode = |e: image::ImageError| ImageError::Decode {
         format: name,
         message: e.to_string(),
@@ -54,7 +63,12 @@ pub fn image_to_sample(bytes: &[u8], chw: [usize; 3]) -> Result<Vec<u8>, ImageEr
     let resized = if gray.width() as usize == w && gray.height() as usize == h {
         gray
     } else {
-        image::imageops::resize(&gray, w as u32, h as u32, image::imageops::FilterType::Triangle)
+        image::imageops::resize(
+            &gray,
+            w as u32,
+            h as u32,
+            image::imageops::FilterType::Triangle,
+        )
     };
     Ok(resized.into_raw())
 }
@@ -82,19 +96,34 @@ mod tests {
     fn color_jpeg_becomes_grayscale() {
         let img = image::RgbImage::from_pixel(30, 30, image::Rgb([255, 255, 255]));
         let mut out = Vec::new();
-        img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Jpeg)
-            .expect("encode");
+        img.write_to(
+            &mut std::io::Cursor::new(&mut out),
+            image::ImageFormat::Jpeg,
+        )
+        .expect("encode");
         let sample = image_to_sample(&out, [1, 28, 28]).expect("ok");
         assert!(sample.iter().all(|&v| v > 245), "{:?}", &sample[..5]);
     }
 
     #[test]
     fn bad_files_get_clear_errors() {
-        assert!(matches!(image_to_sample(b"", [1, 28, 28]), Err(ImageError::Empty)));
-        assert!(matches!(image_to_sample(b"hello world", [1, 28, 28]), Err(ImageError::UnknownFormat)));
+        assert!(matches!(
+            image_to_sample(b"", [1, 28, 28]),
+            Err(ImageError::Empty)
+        ));
+        assert!(matches!(
+            image_to_sample(b"hello world", [1, 28, 28]),
+            Err(ImageError::UnknownFormat)
+        ));
         let p = png(10, 10, 1);
         let cut = &p[..p.len() / 2];
-        assert!(matches!(image_to_sample(cut, [1, 28, 28]), Err(ImageError::Decode { .. })));
-        assert!(matches!(image_to_sample(&p, [3, 28, 28]), Err(ImageError::Channels(3))));
+        assert!(matches!(
+            image_to_sample(cut, [1, 28, 28]),
+            Err(ImageError::Decode { .. })
+        ));
+        assert!(matches!(
+            image_to_sample(&p, [3, 28, 28]),
+            Err(ImageError::Channels(3))
+        ));
     }
 }

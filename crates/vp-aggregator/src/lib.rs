@@ -26,11 +26,24 @@ pub async fn serve(args: Args) -> Result<(), LoadError> {
     let listener = TcpListener::bind(&args.listen)
         .await
         .map_err(|e| LoadError::Bind(args.listen.clone(), e))?;
-    let addr = listener.local_addr().map_err(|e| LoadError::Bind(args.listen.clone(), e))?;
-    tokio::spawn(state::watch_config(live.clone(), args.config.clone(), args.max_batch));
+    let addr = listener
+        .local_addr()
+        .map_err(|e| LoadError::Bind(args.listen.clone(), e))?;
+    tokio::spawn(state::watch_config(
+        live.clone(),
+        args.config.clone(),
+        args.max_batch,
+    ));
     tokio::spawn(prober::run(live.clone(), client.clone()));
     tracing::info!(%addr, config = %args.config.display(), "aggregator listening");
-    let app = api::router(api::AppState { live, client, metrics }, &args);
+    let app = api::router(
+        api::AppState {
+            live,
+            client,
+            metrics,
+        },
+        &args,
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(vp_server::shutdown_signal())
         .await

@@ -1,6 +1,9 @@
 //! Prometheus metrics of the aggregator.
 
-use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 /// All metrics of the aggregator, registered in their own registry.
 pub struct Metrics {
@@ -28,22 +31,38 @@ impl Metrics {
         let registry = Registry::new();
         let buckets = prometheus::exponential_buckets(0.000_05, 2.0, 16)?;
         let request_duration = HistogramVec::new(
-            HistogramOpts::new("vp_aggregator_request_duration_seconds", "End-to-end request time").buckets(buckets),
+            HistogramOpts::new(
+                "vp_aggregator_request_duration_seconds",
+                "End-to-end request time",
+            )
+            .buckets(buckets),
             &["endpoint"],
         )?;
         let requests = IntCounterVec::new(
-            Opts::new("vp_aggregator_requests_total", "Requests by endpoint and outcome"),
+            Opts::new(
+                "vp_aggregator_requests_total",
+                "Requests by endpoint and outcome",
+            ),
             &["endpoint", "outcome"],
         )?;
         let variant_replies = IntCounterVec::new(
-            Opts::new("vp_aggregator_variant_replies_total", "Variant replies by outcome"),
+            Opts::new(
+                "vp_aggregator_variant_replies_total",
+                "Variant replies by outcome",
+            ),
             &["variant", "outcome"],
         )?;
         let variant_up = IntGaugeVec::new(
-            Opts::new("vp_aggregator_variant_up", "1 while the variant passes its readiness probe"),
+            Opts::new(
+                "vp_aggregator_variant_up",
+                "1 while the variant passes its readiness probe",
+            ),
             &["variant"],
         )?;
-        let available = IntGauge::new("vp_aggregator_available_variants", "Configured variants currently up")?;
+        let available = IntGauge::new(
+            "vp_aggregator_available_variants",
+            "Configured variants currently up",
+        )?;
         let expected_accuracy = Gauge::new(
             "vp_aggregator_expected_accuracy",
             "Expected accuracy of the variants currently up at the configured k",
@@ -53,7 +72,10 @@ impl Metrics {
             "Answers combined from fewer variants than configured",
         )?;
         let reloads = IntCounterVec::new(
-            Opts::new("vp_aggregator_config_reloads_total", "Config file reloads by outcome"),
+            Opts::new(
+                "vp_aggregator_config_reloads_total",
+                "Config file reloads by outcome",
+            ),
             &["outcome"],
         )?;
         registry.register(Box::new(request_duration.clone()))?;

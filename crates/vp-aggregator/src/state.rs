@@ -97,8 +97,8 @@ pub fn load_snapshot(path: &Path, max_batch: usize) -> Result<Snapshot, LoadErro
         .map_err(|e| LoadError::Config(path.to_path_buf(), e))?;
     let mpath = config.manifest_path(path);
     let manifest_bytes = read(&mpath)?;
-    let manifest =
-        Manifest::from_yaml(&String::from_utf8_lossy(&manifest_bytes)).map_err(|e| LoadError::Manifest(mpath, e))?;
+    let manifest = Manifest::from_yaml(&String::from_utf8_lossy(&manifest_bytes))
+        .map_err(|e| LoadError::Manifest(mpath, e))?;
     config
         .validate(&manifest)
         .map_err(|e| LoadError::Config(path.to_path_buf(), e))?;
@@ -205,12 +205,17 @@ impl Live {
         let m = &self.metrics;
         m.variant_up.reset();
         for e in &s.endpoints {
-            m.variant_up.with_label_values(&[e.name.as_str()]).set(i64::from(e.health.is_up()));
+            m.variant_up
+                .with_label_values(&[e.name.as_str()])
+                .set(i64::from(e.health.is_up()));
         }
         let up = s.up_mask();
         m.available.set(i64::from(up.count_ones()));
-        m.expected_accuracy
-            .set(s.manifest.expected_accuracy(up, s.config.top_k).unwrap_or(0.0));
+        m.expected_accuracy.set(
+            s.manifest
+                .expected_accuracy(up, s.config.top_k)
+                .unwrap_or(0.0),
+        );
     }
 }
 

@@ -38,7 +38,11 @@ pub struct Combiner {
 impl Combiner {
     /// A combiner for `classes` classes; `weights[i]` is the weight of family variant i.
     pub fn new(rule: CombineRule, classes: usize, weights: Vec<f64>) -> Self {
-        Self { rule, classes, weights }
+        Self {
+            rule,
+            classes,
+            weights,
+        }
     }
 
     /// Plain soft vote with weight 1 for `variants` variants.
@@ -73,8 +77,15 @@ impl Combiner {
             CombineRule::SoftVote => argmax_by(&soft, |c| (soft[c], 0.0)),
             CombineRule::Majority => argmax_by(&votes, |c| (votes[c], soft[c])),
         };
-        let raw = if self.rule == CombineRule::SoftVote { soft } else { votes };
-        let scores = raw.iter().map(|s| if total > 0.0 { s / total } else { 0.0 }).collect();
+        let raw = if self.rule == CombineRule::SoftVote {
+            soft
+        } else {
+            votes
+        };
+        let scores = raw
+            .iter()
+            .map(|s| if total > 0.0 { s / total } else { 0.0 })
+            .collect();
         Some(Combined { class, scores })
     }
 }
@@ -95,7 +106,9 @@ mod tests {
     use super::*;
 
     fn t(entries: &[(usize, f32)]) -> TopK {
-        TopK { entries: entries.to_vec() }
+        TopK {
+            entries: entries.to_vec(),
+        }
     }
 
     #[test]

@@ -86,27 +86,37 @@ impl AggregatorConfig {
         if self.manifest.is_absolute() {
             self.manifest.clone()
         } else {
-            config_path.parent().unwrap_or(Path::new(".")).join(&self.manifest)
+            config_path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(&self.manifest)
         }
     }
 
     /// Checks the config against the family manifest it points to.
     pub fn validate(&self, m: &Manifest) -> Result<(), ConfigError> {
         let bad = |s: String| Err(ConfigError::Invalid(s));
-        validate_k(self.top_k as i64, m.classes()).map_err(|e| ConfigError::Invalid(format!("top_k: {e}")))?;
+        validate_k(self.top_k as i64, m.classes())
+            .map_err(|e| ConfigError::Invalid(format!("top_k: {e}")))?;
         if self.variants.is_empty() {
             return bad("variants must list at least one variant".into());
         }
         let mut seen = BTreeSet::new();
         for v in &self.variants {
             if m.variant_index(&v.name).is_none() {
-                return bad(format!("variant {:?} is not in family {:?}", v.name, m.family));
+                return bad(format!(
+                    "variant {:?} is not in family {:?}",
+                    v.name, m.family
+                ));
             }
             if !seen.insert(v.name.as_str()) {
                 return bad(format!("variant {:?} is listed twice", v.name));
             }
             if !v.url.starts_with("http://") || v.url.len() <= "http://".len() {
-                return bad(format!("variant {:?}: url {:?} must start with http://", v.name, v.url));
+                return bad(format!(
+                    "variant {:?}: url {:?} must start with http://",
+                    v.name, v.url
+                ));
             }
         }
         if self.min_variants == 0 || self.min_variants > self.variants.len() {
@@ -117,14 +127,21 @@ impl AggregatorConfig {
             ));
         }
         if self.deadline_ms == 0 || self.probe_interval_ms == 0 || self.probe_timeout_ms == 0 {
-            return bad("deadline_ms, probe_interval_ms and probe_timeout_ms must be positive".into());
+            return bad(
+                "deadline_ms, probe_interval_ms and probe_timeout_ms must be positive".into(),
+            );
         }
         for (name, w) in &self.weights {
             if m.variant_index(name).is_none() {
-                return bad(format!("weights: {name:?} is not a variant of family {:?}", m.family));
+                return bad(format!(
+                    "weights: {name:?} is not a variant of family {:?}",
+                    m.family
+                ));
             }
             if !(w.is_finite() && *w > 0.0) {
-                return bad(format!("weights: {name:?} must be a positive number, got {w}"));
+                return bad(format!(
+                    "weights: {name:?} must be a positive number, got {w}"
+                ));
             }
         }
         Ok(())
@@ -164,9 +181,13 @@ mod tests {
         c.validate(&manifest()).expect("valid");
         assert_eq!((c.top_k, c.deadline_ms, c.min_variants), (3, 200, 1));
         assert_eq!(c.combine, CombineRule::SoftVote);
-        assert_eq!(c.manifest_path(Path::new("/etc/vp/aggregator.yaml")), PathBuf::from("/etc/vp/ensemble.yaml"));
+        assert_eq!(
+            c.manifest_path(Path::new("/etc/vp/aggregator.yaml")),
+            PathBuf::from("/etc/vp/ensemble.yaml")
+        );
         assert_eq!(c.model_name(&manifest()), "fmnist");
-        let back = AggregatorConfig::from_yaml(&serde_yaml::to_string(&c).expect("yaml")).expect("round trip");
+        let back = AggregatorConfig::from_yaml(&serde_yaml::to_string(&c).expect("yaml"))
+            .expect("round trip");
         assert_eq!(back, c);
     }
 
@@ -183,20 +204,32 @@ mod tests {
     fn rejects_bad_configs() {
         let m = manifest();
         let cases = [
-            (OK.replace("schema_version: 1", "schema_version: 3"), "schema_version 3"),
+            (
+                OK.replace("schema_version: 1", "schema_version: 3"),
+                "schema_version 3",
+            ),
             (format!("{OK}deadline: 5\n"), "unknown field `deadline`"),
             (format!("{OK}top_k: 6\n"), "between 1 and 5"),
             (format!("{OK}top_k: 0\n"), "between 1 and 5"),
             (format!("{OK}min_variants: 3\n"), "min_variants"),
             (format!("{OK}min_variants: 0\n"), "min_variants"),
             (format!("{OK}deadline_ms: 0\n"), "positive"),
-            (format!("{OK}combine: average\n"), "unknown variant `average`"),
+            (
+                format!("{OK}combine: average\n"),
+                "unknown variant `average`",
+            ),
             (format!("{OK}weights: {{v1: -1}}\n"), "positive number"),
             (format!("{OK}weights: {{zz: 1}}\n"), "not a variant"),
             (OK.replace("name: v2", "name: v0"), "listed twice"),
             (OK.replace("name: v2", "name: v9"), "not in family"),
-            (OK.replace("http://127.0.0.1:9101", "127.0.0.1:9101"), "must start with http://"),
-            ("schema_version: 1\nmanifest: e.yaml\nvariants: []\n".to_string(), "at least one"),
+            (
+                OK.replace("http://127.0.0.1:9101", "127.0.0.1:9101"),
+                "must start with http://",
+            ),
+            (
+                "schema_version: 1\nmanifest: e.yaml\nvariants: []\n".to_string(),
+                "at least one",
+            ),
         ];
         for (y, want) in cases {
             let e = match AggregatorConfig::from_yaml(&y) {

@@ -33,7 +33,9 @@ pub enum InputError {
     Name { expected: String, got: String },
     #[error("input {name:?} must have datatype UINT8, got {got:?}")]
     Datatype { name: String, got: String },
-    #[error("input {name:?} must have shape [N, {c}, {h}, {w}] with 1 <= N <= {max_batch}, got {got:?}")]
+    #[error(
+        "input {name:?} must have shape [N, {c}, {h}, {w}] with 1 <= N <= {max_batch}, got {got:?}"
+    )]
     Shape {
         name: String,
         c: usize,
@@ -50,7 +52,11 @@ pub enum InputError {
         got: usize,
     },
     #[error("input {name:?}: data[{index}] = {value} is not a UINT8 value (an integer 0..=255)")]
-    DataValue { name: String, index: usize, value: String },
+    DataValue {
+        name: String,
+        index: usize,
+        value: String,
+    },
     #[error("input {name:?}: data must be an array of numbers")]
     DataNotArray { name: String },
     #[error("parameters.k must be an integer, got {0}")]
@@ -130,9 +136,17 @@ impl InputSpec {
 
 /// Appends the (possibly nested) array of integers 0..=255 in `v` to `out` (at most `limit` of them, so an
 /// oversized array cannot grow memory further) and counts all values in `count`.
-fn flatten_u8(v: &Value, name: &str, out: &mut Vec<u8>, count: &mut usize, limit: usize) -> Result<(), InputError> {
+fn flatten_u8(
+    v: &Value,
+    name: &str,
+    out: &mut Vec<u8>,
+    count: &mut usize,
+    limit: usize,
+) -> Result<(), InputError> {
     let Value::Array(items) = v else {
-        return Err(InputError::DataNotArray { name: name.to_string() });
+        return Err(InputError::DataNotArray {
+            name: name.to_string(),
+        });
     };
     for item in items {
         let bad = |value: String| InputError::DataValue {
@@ -158,7 +172,11 @@ fn flatten_u8(v: &Value, name: &str, out: &mut Vec<u8>, count: &mut usize, limit
 }
 
 /// The `k` request parameter if present, validated for `classes` classes; `default` otherwise.
-pub fn k_from_request(req: &InferRequest, classes: usize, default: usize) -> Result<usize, InputError> {
+pub fn k_from_request(
+    req: &InferRequest,
+    classes: usize,
+    default: usize,
+) -> Result<usize, InputError> {
     match req.parameters.as_ref().and_then(|p| p.get("k")) {
         None => Ok(default),
         Some(v) => match v.as_i64() {
@@ -186,15 +204,29 @@ mod tests {
     }
 
     fn one(shape: Value, datatype: &str, data: Value) -> InferRequest {
-        req(json!({"inputs": [{"name": "image", "shape": shape, "datatype": datatype, "data": data}]}))
+        req(
+            json!({"inputs": [{"name": "image", "shape": shape, "datatype": datatype, "data": data}]}),
+        )
     }
 
     #[test]
     fn accepts_flat_and_nested_data() {
-        let b = spec().validate(&one(json!([1, 1, 2, 2]), "UINT8", json!([0, 1, 2, 255]))).expect("ok");
-        assert_eq!(b, ImageBatch { n: 1, data: vec![0, 1, 2, 255] });
         let b = spec()
-            .validate(&one(json!([2, 1, 2, 2]), "UINT8", json!([[[[1, 2], [3, 4]]], [[[5, 6], [7, 8]]]])))
+            .validate(&one(json!([1, 1, 2, 2]), "UINT8", json!([0, 1, 2, 255])))
+            .expect("ok");
+        assert_eq!(
+            b,
+            ImageBatch {
+                n: 1,
+                data: vec![0, 1, 2, 255]
+            }
+        );
+        let b = spec()
+            .validate(&one(
+                json!([2, 1, 2, 2]),
+                "UINT8",
+                json!([[[[1, 2], [3, 4]]], [[[5, 6], [7, 8]]]]),
+            ))
             .expect("ok");
         assert_eq!(b.n, 2);
         assert_eq!(b.data, (1..=8).collect::<Vec<u8>>());
@@ -206,20 +238,52 @@ mod tests {
         let cases: Vec<(InferRequest, &str)> = vec![
             (req(json!({"inputs": []})), "exactly one input"),
             (
-                req(json!({"inputs": [{"name": "x", "shape": [1, 1, 2, 2], "datatype": "UINT8", "data": [0, 0, 0, 0]}]})),
+                req(
+                    json!({"inputs": [{"name": "x", "shape": [1, 1, 2, 2], "datatype": "UINT8", "data": [0, 0, 0, 0]}]}),
+                ),
                 "unknown input \"x\"",
             ),
-            (one(json!([1, 1, 2, 2]), "FP32", json!([0.0, 0.0, 0.0, 0.0])), "datatype UINT8"),
-            (one(json!([1, 1, 3, 2]), "UINT8", json!([0, 0, 0, 0, 0, 0])), "shape [N, 1, 2, 2]"),
-            (one(json!([5, 1, 2, 2]), "UINT8", json!(vec![0; 20])), "1 <= N <= 4"),
+            (
+                one(json!([1, 1, 2, 2]), "FP32", json!([0.0, 0.0, 0.0, 0.0])),
+                "datatype UINT8",
+            ),
+            (
+                one(json!([1, 1, 3, 2]), "UINT8", json!([0, 0, 0, 0, 0, 0])),
+                "shape [N, 1, 2, 2]",
+            ),
+            (
+                one(json!([5, 1, 2, 2]), "UINT8", json!(vec![0; 20])),
+                "1 <= N <= 4",
+            ),
             (one(json!([0, 1, 2, 2]), "UINT8", json!([])), "1 <= N <= 4"),
-            (one(json!([1, 1, 2, 2]), "UINT8", json!([0, 0, 0])), "must hold 4 values, got 3"),
-            (one(json!([1, 1, 2, 2]), "UINT8", json!(vec![0; 9])), "must hold 4 values, got 9"),
-            (one(json!([1, 1, 2, 2]), "UINT8", json!([0, 256, 0, 0])), "data[1] = 256"),
-            (one(json!([1, 1, 2, 2]), "UINT8", json!([0, -1, 0, 0])), "data[1] = -1"),
-            (one(json!([1, 1, 2, 2]), "UINT8", json!([0, 1.5, 0, 0])), "data[1] = 1.5"),
-            (one(json!([1, 1, 2, 2]), "UINT8", json!([0, "a", 0, 0])), "data[1] = \"a\""),
-            (one(json!([1, 1, 2, 2]), "UINT8", json!("AAAA")), "array of numbers"),
+            (
+                one(json!([1, 1, 2, 2]), "UINT8", json!([0, 0, 0])),
+                "must hold 4 values, got 3",
+            ),
+            (
+                one(json!([1, 1, 2, 2]), "UINT8", json!(vec![0; 9])),
+                "must hold 4 values, got 9",
+            ),
+            (
+                one(json!([1, 1, 2, 2]), "UINT8", json!([0, 256, 0, 0])),
+                "data[1] = 256",
+            ),
+            (
+                one(json!([1, 1, 2, 2]), "UINT8", json!([0, -1, 0, 0])),
+                "data[1] = -1",
+            ),
+            (
+                one(json!([1, 1, 2, 2]), "UINT8", json!([0, 1.5, 0, 0])),
+                "data[1] = 1.5",
+            ),
+            (
+                one(json!([1, 1, 2, 2]), "UINT8", json!([0, "a", 0, 0])),
+                "data[1] = \"a\"",
+            ),
+            (
+                one(json!([1, 1, 2, 2]), "UINT8", json!("AAAA")),
+                "array of numbers",
+            ),
         ];
         for (r, want) in cases {
             let e = s.validate(&r).expect_err(want).to_string();
@@ -234,8 +298,18 @@ mod tests {
         r.parameters = Some(serde_json::from_value(json!({"k": 5})).expect("map"));
         assert_eq!(k_from_request(&r, 10, 3), Ok(5));
         r.parameters = Some(serde_json::from_value(json!({"k": 6})).expect("map"));
-        assert!(k_from_request(&r, 10, 3).expect_err("should fail").to_string().contains("between 1 and 5"));
+        assert!(
+            k_from_request(&r, 10, 3)
+                .expect_err("should fail")
+                .to_string()
+                .contains("between 1 and 5")
+        );
         r.parameters = Some(serde_json::from_value(json!({"k": "two"})).expect("map"));
-        assert!(k_from_request(&r, 10, 3).expect_err("should fail").to_string().contains("integer"));
+        assert!(
+            k_from_request(&r, 10, 3)
+                .expect_err("should fail")
+                .to_string()
+                .contains("integer")
+        );
     }
 }

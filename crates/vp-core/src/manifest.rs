@@ -13,7 +13,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub enum ManifestError {
     #[error("manifest is not valid YAML for schema v1: {0}")]
     Parse(#[from] serde_yaml::Error),
-    #[error("manifest schema_version {0} is not supported (this build reads version {SCHEMA_VERSION})")]
+    #[error(
+        "manifest schema_version {0} is not supported (this build reads version {SCHEMA_VERSION})"
+    )]
     Version(u32),
     #[error("manifest is inconsistent: {0}")]
     Invalid(String),
@@ -120,7 +122,8 @@ impl Manifest {
                 self.dataset.classes.len()
             ));
         }
-        if self.input.dtype != "uint8" || self.input.layout != "NCHW" || self.input.shape.len() != 3 {
+        if self.input.dtype != "uint8" || self.input.layout != "NCHW" || self.input.shape.len() != 3
+        {
             return Err("input must be uint8, layout NCHW, shape [C, H, W]".into());
         }
         if self.input.shape.contains(&0) {
@@ -130,32 +133,50 @@ impl Manifest {
             return Err("output dtype must be float32".into());
         }
         if self.variants.is_empty() || self.variants.len() > 16 {
-            return Err(format!("expected 1 to 16 variants, found {}", self.variants.len()));
+            return Err(format!(
+                "expected 1 to 16 variants, found {}",
+                self.variants.len()
+            ));
         }
         let mut seen = BTreeSet::new();
         for v in self.variants.iter().chain(std::iter::once(&self.baseline)) {
             if !is_dns_label(&v.name) {
-                return Err(format!("model name {:?} is not a DNS label ([a-z0-9-], <= 40 chars)", v.name));
+                return Err(format!(
+                    "model name {:?} is not a DNS label ([a-z0-9-], <= 40 chars)",
+                    v.name
+                ));
             }
             if !seen.insert(v.name.as_str()) {
                 return Err(format!("model name {:?} appears twice", v.name));
             }
             if v.sha256.len() != 64 || !v.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!("model {:?}: sha256 must be 64 hex characters", v.name));
+                return Err(format!(
+                    "model {:?}: sha256 must be 64 hex characters",
+                    v.name
+                ));
             }
             if v.file.is_empty() || v.file.contains("..") {
-                return Err(format!("model {:?}: file {:?} must be a plain relative path", v.name, v.file));
+                return Err(format!(
+                    "model {:?}: file {:?} must be a plain relative path",
+                    v.name, v.file
+                ));
             }
         }
         let n = self.variants.len();
         let expected_rows = (1usize << n) - 1;
         let mut masks = BTreeSet::new();
         for row in &self.subsets {
-            let mask = self
-                .mask_of(&row.variants)
-                .ok_or_else(|| format!("subset {:?} names an unknown variant or repeats one", row.variants))?;
+            let mask = self.mask_of(&row.variants).ok_or_else(|| {
+                format!(
+                    "subset {:?} names an unknown variant or repeats one",
+                    row.variants
+                )
+            })?;
             if mask == 0 || !masks.insert(mask) {
-                return Err(format!("subset {:?} is empty or listed twice", row.variants));
+                return Err(format!(
+                    "subset {:?} is empty or listed twice",
+                    row.variants
+                ));
             }
             if row.topk_accuracy.len() != classes / 2 {
                 return Err(format!(
@@ -167,7 +188,10 @@ impl Manifest {
             }
         }
         if masks.len() != expected_rows {
-            return Err(format!("subsets has {} rows, expected 2^{n} - 1 = {expected_rows}", masks.len()));
+            return Err(format!(
+                "subsets has {} rows, expected 2^{n} - 1 = {expected_rows}",
+                masks.len()
+            ));
         }
         Ok(())
     }
@@ -216,7 +240,11 @@ impl Manifest {
 
     /// Class label by index.
     pub fn label(&self, class: usize) -> &str {
-        self.dataset.classes.get(class).map(String::as_str).unwrap_or("?")
+        self.dataset
+            .classes
+            .get(class)
+            .map(String::as_str)
+            .unwrap_or("?")
     }
 }
 
@@ -224,7 +252,8 @@ impl Manifest {
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 40
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -257,7 +286,10 @@ pub(crate) mod tests {
         s += "subsets:\n";
         let names = ["v0", "v1", "v2"];
         for mask in 1u32..8 {
-            let vs: Vec<&str> = (0..3).filter(|i| mask & (1 << i) != 0).map(|i| names[i]).collect();
+            let vs: Vec<&str> = (0..3)
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| names[i])
+                .collect();
             let base = 0.8 + mask as f64 / 100.0;
             s += &format!(
                 "  - variants: [{}]\n    accuracy: {base}\n    topk_accuracy: [{}, {}, {}, {}, {}]\n",
@@ -281,7 +313,10 @@ pub(crate) mod tests {
         assert_eq!(m.label(9), "Ankle boot");
         let mask = m.mask_of(&["v2", "v0"]).expect("known");
         assert_eq!(mask, 0b101);
-        assert_eq!(m.subset(mask).map(|r| r.variants.clone()), Some(vec!["v0".into(), "v2".into()]));
+        assert_eq!(
+            m.subset(mask).map(|r| r.variants.clone()),
+            Some(vec!["v0".into(), "v2".into()])
+        );
         let acc = m.expected_accuracy(mask, 3).expect("row");
         assert!((acc - (0.85 - 0.003)).abs() < 1e-9);
         assert_eq!(m.expected_accuracy(mask, 6), None);
@@ -293,7 +328,9 @@ pub(crate) mod tests {
     #[test]
     fn rejects_unknown_schema_version() {
         let y = sample_yaml().replace("schema_version: 1", "schema_version: 2");
-        let e = Manifest::from_yaml(&y).expect_err("should fail").to_string();
+        let e = Manifest::from_yaml(&y)
+            .expect_err("should fail")
+            .to_string();
         assert!(e.contains("schema_version 2"), "{e}");
     }
 
@@ -303,24 +340,46 @@ pub(crate) mod tests {
         let cut = y.find("  - variants: [v0, v1, v2]").expect("row");
         let end = y.find("topk:").expect("topk");
         let y = format!("{}{}", &y[..cut], &y[end..]);
-        let e = Manifest::from_yaml(&y).expect_err("should fail").to_string();
+        let e = Manifest::from_yaml(&y)
+            .expect_err("should fail")
+            .to_string();
         assert!(e.contains("expected 2^3 - 1"), "{e}");
     }
 
     #[test]
     fn rejects_bad_names_hashes_and_paths() {
         let y = sample_yaml().replacen("name: v1", "name: V_1", 1);
-        assert!(Manifest::from_yaml(&y).expect_err("should fail").to_string().contains("DNS label"));
+        assert!(
+            Manifest::from_yaml(&y)
+                .expect_err("should fail")
+                .to_string()
+                .contains("DNS label")
+        );
         let y = sample_yaml().replacen(&"ab".repeat(32), "xyz", 1);
-        assert!(Manifest::from_yaml(&y).expect_err("should fail").to_string().contains("sha256"));
+        assert!(
+            Manifest::from_yaml(&y)
+                .expect_err("should fail")
+                .to_string()
+                .contains("sha256")
+        );
         let y = sample_yaml().replacen("file: v0.onnx", "file: ../v0.onnx", 1);
-        assert!(Manifest::from_yaml(&y).expect_err("should fail").to_string().contains("plain relative path"));
+        assert!(
+            Manifest::from_yaml(&y)
+                .expect_err("should fail")
+                .to_string()
+                .contains("plain relative path")
+        );
     }
 
     #[test]
     fn rejects_class_count_mismatch_and_garbage() {
         let y = sample_yaml().replace("classes: 10", "classes: 12");
-        assert!(Manifest::from_yaml(&y).expect_err("should fail").to_string().contains("output.classes"));
+        assert!(
+            Manifest::from_yaml(&y)
+                .expect_err("should fail")
+                .to_string()
+                .contains("output.classes")
+        );
         assert!(Manifest::from_yaml("[1, 2").is_err());
         assert!(Manifest::from_yaml("family: x").is_err());
     }

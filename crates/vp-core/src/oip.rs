@@ -88,7 +88,12 @@ impl TensorData {
 }
 
 /// Builds a variant's reply from top-k rows: outputs `classes` (INT64 `[N, k]`) and `probs` (FP32 `[N, k]`).
-pub fn topk_response(model_name: &str, id: Option<String>, rows: &[TopK], k: usize) -> InferResponse {
+pub fn topk_response(
+    model_name: &str,
+    id: Option<String>,
+    rows: &[TopK],
+    k: usize,
+) -> InferResponse {
     let mut classes = Vec::with_capacity(rows.len() * k);
     let mut probs = Vec::with_capacity(rows.len() * k);
     for r in rows {
@@ -121,7 +126,12 @@ pub fn topk_response(model_name: &str, id: Option<String>, rows: &[TopK], k: usi
 
 /// Reads the top-k rows out of a variant's reply, checking it answers `n` samples with `k` entries each and only
 /// names classes below `classes`.
-pub fn parse_topk_response(resp: &InferResponse, n: usize, k: usize, classes: usize) -> Result<Vec<TopK>, String> {
+pub fn parse_topk_response(
+    resp: &InferResponse,
+    n: usize,
+    k: usize,
+    classes: usize,
+) -> Result<Vec<TopK>, String> {
     let find = |name: &str| {
         resp.outputs
             .iter()
@@ -130,7 +140,10 @@ pub fn parse_topk_response(resp: &InferResponse, n: usize, k: usize, classes: us
     };
     let (c, p) = (find("classes")?, find("probs")?);
     if c.shape != [n, k] || p.shape != [n, k] {
-        return Err(format!("reply shapes {:?}/{:?}, expected [{n}, {k}]", c.shape, p.shape));
+        return Err(format!(
+            "reply shapes {:?}/{:?}, expected [{n}, {k}]",
+            c.shape, p.shape
+        ));
     }
     let (cv, pv) = (c.data.as_f64(), p.data.as_f64());
     if cv.len() != n * k || pv.len() != n * k {
@@ -162,8 +175,12 @@ mod tests {
     #[test]
     fn topk_reply_round_trips_through_json() {
         let rows = vec![
-            TopK { entries: vec![(3, 0.7), (1, 0.2)] },
-            TopK { entries: vec![(0, 0.5), (9, 0.25)] },
+            TopK {
+                entries: vec![(3, 0.7), (1, 0.2)],
+            },
+            TopK {
+                entries: vec![(0, 0.5), (9, 0.25)],
+            },
         ];
         let resp = topk_response("v0", Some("r1".into()), &rows, 2);
         let text = serde_json::to_string(&resp).expect("json");
@@ -174,13 +191,23 @@ mod tests {
 
     #[test]
     fn bad_replies_are_rejected() {
-        let rows = vec![TopK { entries: vec![(3, 0.7)] }];
+        let rows = vec![TopK {
+            entries: vec![(3, 0.7)],
+        }];
         let resp = topk_response("v0", None, &rows, 1);
         assert!(parse_topk_response(&resp, 2, 1, 10).is_err());
-        assert!(parse_topk_response(&resp, 1, 1, 3).expect_err("should fail").contains("outside"));
+        assert!(
+            parse_topk_response(&resp, 1, 1, 3)
+                .expect_err("should fail")
+                .contains("outside")
+        );
         let mut r2 = resp.clone();
         r2.outputs.remove(0);
-        assert!(parse_topk_response(&r2, 1, 1, 10).expect_err("should fail").contains("classes"));
+        assert!(
+            parse_topk_response(&r2, 1, 1, 10)
+                .expect_err("should fail")
+                .contains("classes")
+        );
     }
 
     #[test]
@@ -188,7 +215,12 @@ mod tests {
         let data = [0u8, 255, 7];
         let req = OutgoingRequest {
             id: None,
-            inputs: [OutgoingTensor { name: "image", shape: vec![1, 3], datatype: "UINT8", data: &data }],
+            inputs: [OutgoingTensor {
+                name: "image",
+                shape: vec![1, 3],
+                datatype: "UINT8",
+                data: &data,
+            }],
             parameters: KParam { k: 2 },
         };
         let v: Value = serde_json::to_value(&req).expect("json");

@@ -35,7 +35,11 @@ static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::
 fn environment() -> Result<&'static ort::environment::Environment, InferError> {
     let path = match std::env::var_os("ORT_DYLIB_PATH") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => return Err(InferError::LibraryMissing("ORT_DYLIB_PATH is not set".into())),
+        _ => {
+            return Err(InferError::LibraryMissing(
+                "ORT_DYLIB_PATH is not set".into(),
+            ));
+        }
     };
     if !path.is_file() {
         return Err(InferError::LibraryMissing(format!(
@@ -99,14 +103,33 @@ impl Model {
             message,
         };
         let [input] = session.inputs() else {
-            return Err(contract(format!("expected 1 input, found {}", session.inputs().len())));
+            return Err(contract(format!(
+                "expected 1 input, found {}",
+                session.inputs().len()
+            )));
         };
         let [output] = session.outputs() else {
-            return Err(contract(format!("expected 1 output, found {}", session.outputs().len())));
+            return Err(contract(format!(
+                "expected 1 output, found {}",
+                session.outputs().len()
+            )));
         };
-        check_tensor(input.name(), input.dtype(), input_name, TensorElementType::Uint8, 4).map_err(contract)?;
-        check_tensor(output.name(), output.dtype(), output_name, TensorElementType::Float32, 2)
-            .map_err(contract)?;
+        check_tensor(
+            input.name(),
+            input.dtype(),
+            input_name,
+            TensorElementType::Uint8,
+            4,
+        )
+        .map_err(contract)?;
+        check_tensor(
+            output.name(),
+            output.dtype(),
+            output_name,
+            TensorElementType::Float32,
+            2,
+        )
+        .map_err(contract)?;
         Ok(Self {
             input_name: input.name().to_string(),
             output_name: output.name().to_string(),
@@ -133,7 +156,8 @@ impl Model {
             });
         }
         let shape = [n as i64, c as i64, h as i64, w as i64];
-        let tensor = TensorRef::from_array_view((shape, data)).map_err(|e| InferError::Run(e.to_string()))?;
+        let tensor = TensorRef::from_array_view((shape, data))
+            .map_err(|e| InferError::Run(e.to_string()))?;
         let outputs = self
             .session
             .run(ort::inputs![self.input_name.as_str() => tensor])
@@ -163,6 +187,8 @@ fn check_tensor(
     }
     match ty {
         ValueType::Tensor { ty, shape, .. } if *ty == want_ty && shape.len() == rank => Ok(()),
-        other => Err(format!("{name:?} is {other:?}, expected a rank-{rank} {want_ty:?} tensor")),
+        other => Err(format!(
+            "{name:?} is {other:?}, expected a rank-{rank} {want_ty:?} tensor"
+        )),
     }
 }

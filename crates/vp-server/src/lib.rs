@@ -81,7 +81,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(serde_json::json!({ "error": self.message }))).into_response()
+        (
+            self.status,
+            axum::Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
     }
 }
 
@@ -100,9 +104,12 @@ pub fn body_error(r: BytesRejection) -> ApiError {
 pub fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let body = body.map_err(body_error)?;
     if body.is_empty() {
-        return Err(ApiError::bad_request("request body is empty; expected a JSON object"));
+        return Err(ApiError::bad_request(
+            "request body is empty; expected a JSON object",
+        ));
     }
-    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("malformed request JSON: {e}")))
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("malformed request JSON: {e}")))
 }
 
 /// Encodes a registry in the Prometheus text format.
@@ -111,13 +118,20 @@ pub fn metrics_response(registry: &prometheus::Registry) -> Response {
     let encoder = prometheus::TextEncoder::new();
     match prometheus::Encoder::encode(&encoder, &registry.gather(), &mut buf) {
         Ok(()) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], buf).into_response(),
-        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("metrics encoding failed: {e}")).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("metrics encoding failed: {e}"),
+        )
+        .into_response(),
     }
 }
 
 /// Reply for requests that ran past the server's request timeout.
 pub fn timeout_error() -> ApiError {
-    ApiError::new(StatusCode::REQUEST_TIMEOUT, "request took longer than the server's request timeout")
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request took longer than the server's request timeout",
+    )
 }
 
 /// Fallback for unknown paths.

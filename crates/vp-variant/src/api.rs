@@ -1,8 +1,8 @@
 //! HTTP API of the variant server (OIP v2 REST): health, metadata, infer, metrics.
 
+use crate::Args;
 use crate::loader::{LoadError, Loaded};
 use crate::metrics::Metrics;
-use crate::Args;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -36,7 +36,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(args: &Args, loaded: Loaded) -> Result<Self, LoadError> {
-        let Loaded { manifest, entry, model } = loaded;
+        let Loaded {
+            manifest,
+            entry,
+            model,
+        } = loaded;
         let metrics = Metrics::new(&manifest.family, &entry.name, &entry.sha256)
             .map_err(|e| LoadError::Flag(format!("metrics registry: {e}")))?;
         Ok(Self {
@@ -55,7 +59,10 @@ impl AppState {
     /// One inference on an all-zero sample so the first real request does not pay for lazy initialisation.
     pub async fn warm_up(&self) -> Result<(), String> {
         let zeros = vec![0u8; self.spec.sample_len()];
-        self.infer(zeros, 1).await.map(|_| ()).map_err(|e| e.message)
+        self.infer(zeros, 1)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.message)
     }
 
     /// Runs the model on a blocking thread.
@@ -63,14 +70,18 @@ impl AppState {
         let model = self.model.clone();
         let started = Instant::now();
         let out = tokio::task::spawn_blocking(move || {
-            let mut m = model.lock().map_err(|_| "model lock poisoned".to_string())?;
+            let mut m = model
+                .lock()
+                .map_err(|_| "model lock poisoned".to_string())?;
             m.run(&data, n).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-        self.metrics.inference_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .inference_duration
+            .observe(started.elapsed().as_secs_f64());
         Ok(out)
     }
 
@@ -93,12 +104,20 @@ pub fn router(state: Shared, args: &Args) -> Router {
     let limit = args.body_limit(state.spec.sample_len());
     Router::new()
         .route("/v2", get(server_metadata))
-        .route("/v2/health/live", get(|| async { Json(json!({"live": true})) }))
+        .route(
+            "/v2/health/live",
+            get(|| async { Json(json!({"live": true})) }),
+        )
         .route("/v2/health/ready", get(ready))
         .route("/v2/models/{name}", get(model_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
         .route("/v2/models/{name}/infer", post(infer))
-        .route("/metrics", get(|State(s): State<Shared>| async move { vp_server::metrics_response(&s.metrics.registry) }))
+        .route(
+            "/metrics",
+            get(|State(s): State<Shared>| async move {
+                vp_server::metrics_response(&s.metrics.registry)
+            }),
+        )
         .fallback(vp_server::not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(TimeoutLayer::with_status_code(
@@ -117,7 +136,11 @@ fn ready_reply(s: &AppState) -> Response {
     if s.ready.load(Ordering::SeqCst) {
         Json(json!({"ready": true})).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "error": "model is warming up"}))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "error": "model is warming up"})),
+        )
+            .into_response()
     }
 }
 
@@ -125,12 +148,18 @@ async fn ready(State(s): State<Shared>) -> Response {
     ready_reply(&s)
 }
 
-async fn model_ready(State(s): State<Shared>, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn model_ready(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     s.check_model(&name)?;
     Ok(ready_reply(&s))
 }
 
-async fn model_metadata(State(s): State<Shared>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn model_metadata(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     s.check_model(&name)?;
     let [c, h, w] = s.spec.chw;
     Ok(Json(json!({
@@ -186,10 +215,17 @@ async fn infer_inner(
 ) -> Result<Json<vp_core::oip::InferResponse>, ApiError> {
     s.check_model(name)?;
     let req: InferRequest = parse_json(body)?;
-    let k = k_from_request(&req, s.classes, s.default_k).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let batch = s.spec.validate(&req).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let k = k_from_request(&req, s.classes, s.default_k)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let batch = s
+        .spec
+        .validate(&req)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     if !s.ready.load(Ordering::SeqCst) {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "model is warming up; retry shortly"));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "model is warming up; retry shortly",
+        ));
     }
     let probs = s.infer(batch.data, batch.n).await?;
     let rows: Vec<_> = probs.chunks(s.classes).map(|row| top_k(row, k)).collect();

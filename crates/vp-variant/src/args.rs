@@ -38,6 +38,9 @@ impl Args {
     /// Largest request body accepted: the biggest valid JSON batch (up to 4 bytes per value: "255,") plus room
     /// for the envelope.
     pub fn body_limit(&self, sample_len: usize) -> usize {
-        self.max_batch.saturating_mul(sample_len).saturating_mul(4).saturating_add(64 * 1024)
+        self.max_batch
+            .saturating_mul(sample_len)
+            .saturating_mul(4)
+            .saturating_add(64 * 1024)
     }
 }

@@ -21,7 +21,9 @@ pub async fn serve(args: Args) -> Result<(), LoadError> {
     let listener = TcpListener::bind(&args.listen)
         .await
         .map_err(|e| LoadError::Bind(args.listen.clone(), e))?;
-    let addr = listener.local_addr().map_err(|e| LoadError::Bind(args.listen.clone(), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| LoadError::Bind(args.listen.clone(), e))?;
     let app = api::router(state.clone(), &args);
     tracing::info!(variant = %state.name, %addr, "listening (live, not ready until warm-up)");
     let warm = state.clone();
@@ -32,7 +34,9 @@ pub async fn serve(args: Args) -> Result<(), LoadError> {
                 warm.metrics.ready.set(1);
                 tracing::info!(variant = %warm.name, "warm-up done, ready");
             }
-            Err(e) => tracing::error!(variant = %warm.name, error = %e, "warm-up failed; staying unready"),
+            Err(e) => {
+                tracing::error!(variant = %warm.name, error = %e, "warm-up failed; staying unready")
+            }
         }
     });
     axum::serve(listener, app)

@@ -17,7 +17,9 @@ pub enum LoadError {
     Manifest(PathBuf, ManifestError),
     #[error("model {0:?} is not in family {1:?} (it has: {2})")]
     UnknownModel(String, String, String),
-    #[error("{path}: sha256 is {actual}, but the manifest says {expected}; refusing to serve a different model")]
+    #[error(
+        "{path}: sha256 is {actual}, but the manifest says {expected}; refusing to serve a different model"
+    )]
     Checksum {
         path: PathBuf,
         expected: String,
@@ -71,13 +73,22 @@ pub fn load(args: &Args) -> Result<Loaded, LoadError> {
             .chain(std::iter::once(&manifest.baseline))
             .map(|v| v.name.as_str())
             .collect();
-        LoadError::UnknownModel(args.variant.clone(), manifest.family.clone(), names.join(", "))
+        LoadError::UnknownModel(
+            args.variant.clone(),
+            manifest.family.clone(),
+            names.join(", "),
+        )
     })?;
-    vp_core::validate_k(args.default_k, manifest.classes()).map_err(|e| LoadError::Flag(format!("--default-k: {e}")))?;
+    vp_core::validate_k(args.default_k, manifest.classes())
+        .map_err(|e| LoadError::Flag(format!("--default-k: {e}")))?;
     if args.max_batch == 0 {
         return Err(LoadError::Flag("--max-batch must be at least 1".into()));
     }
-    let path = args.manifest.parent().unwrap_or(Path::new(".")).join(&entry.file);
+    let path = args
+        .manifest
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(&entry.file);
     let actual = sha256_file(&path).map_err(|e| LoadError::Read(path.clone(), e))?;
     if !actual.eq_ignore_ascii_case(&entry.sha256) {
         return Err(LoadError::Checksum {
@@ -96,5 +107,9 @@ pub fn load(args: &Args) -> Result<Loaded, LoadError> {
         manifest.classes(),
     )?;
     tracing::info!(model = %entry.name, path = %path.display(), sha256 = %actual, "model verified and loaded");
-    Ok(Loaded { manifest, entry, model })
+    Ok(Loaded {
+        manifest,
+        entry,
+        model,
+    })
 }

@@ -24,7 +24,11 @@ impl Metrics {
     pub fn new(family: &str, variant: &str, sha256: &str) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let request_duration = prometheus::HistogramVec::new(
-            HistogramOpts::new("vp_variant_request_duration_seconds", "Infer request handling time").buckets(buckets()),
+            HistogramOpts::new(
+                "vp_variant_request_duration_seconds",
+                "Infer request handling time",
+            )
+            .buckets(buckets()),
             &["outcome"],
         )?;
         let requests = IntCounterVec::new(
@@ -32,12 +36,21 @@ impl Metrics {
             &["outcome"],
         )?;
         let inference_duration = Histogram::with_opts(
-            HistogramOpts::new("vp_variant_inference_duration_seconds", "Time inside ONNX Runtime per request")
-                .buckets(buckets()),
+            HistogramOpts::new(
+                "vp_variant_inference_duration_seconds",
+                "Time inside ONNX Runtime per request",
+            )
+            .buckets(buckets()),
         )?;
-        let ready = IntGauge::new("vp_variant_ready", "1 when the model is loaded and warmed up")?;
+        let ready = IntGauge::new(
+            "vp_variant_ready",
+            "1 when the model is loaded and warmed up",
+        )?;
         let info = IntGaugeVec::new(
-            Opts::new("vp_variant_model_info", "The served model (value is always 1)"),
+            Opts::new(
+                "vp_variant_model_info",
+                "The served model (value is always 1)",
+            ),
             &["family", "variant", "sha256"],
         )?;
         info.with_label_values(&[family, variant, sha256]).set(1);

@@ -24,17 +24,23 @@ pub struct ClassifyArgs {
 }
 
 /// The aggregator URL from a flag or the running ensemble's state.
-pub fn aggregator_url(url: &Option<String>, state_dir: &Option<PathBuf>) -> Result<String, CliError> {
+pub fn aggregator_url(
+    url: &Option<String>,
+    state_dir: &Option<PathBuf>,
+) -> Result<String, CliError> {
     if let Some(u) = url {
         return Ok(u.trim_end_matches('/').to_string());
     }
-    let dir = state_dir.clone().unwrap_or_else(crate::runstate::default_dir);
+    let dir = state_dir
+        .clone()
+        .unwrap_or_else(crate::runstate::default_dir);
     Ok(RunState::read(&dir)?.aggregator.url)
 }
 
 pub async fn classify(a: ClassifyArgs) -> Result<(), CliError> {
     let url = aggregator_url(&a.url, &a.state_dir)?;
-    let bytes = std::fs::read(&a.image).map_err(|e| CliError::msg(format!("{}: {e}", a.image.display())))?;
+    let bytes = std::fs::read(&a.image)
+        .map_err(|e| CliError::msg(format!("{}: {e}", a.image.display())))?;
     let mut target = format!("{url}/v1/classify");
     if let Some(k) = a.k {
         target.push_str(&format!("?k={k}"));
@@ -75,7 +81,11 @@ pub async fn classify(a: ClassifyArgs) -> Result<(), CliError> {
     println!(
         "variants: {}{}; expected accuracy {}",
         variants.join(", "),
-        if body["degraded"].as_bool() == Some(true) { " (degraded)" } else { "" },
+        if body["degraded"].as_bool() == Some(true) {
+            " (degraded)"
+        } else {
+            ""
+        },
         body["expected_accuracy"]
             .as_f64()
             .map(|x| format!("{:.2}%", x * 100.0))

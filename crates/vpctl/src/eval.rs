@@ -70,13 +70,18 @@ pub fn parse_event(s: &str) -> Result<Event, String> {
         return Err(format!("{s:?}: missing variant name"));
     }
     let at = if let Some(p) = at.strip_suffix('%') {
-        let v: f64 = p.parse().map_err(|_| format!("{s:?}: {p:?} is not a number"))?;
+        let v: f64 = p
+            .parse()
+            .map_err(|_| format!("{s:?}: {p:?} is not a number"))?;
         if !(0.0..=100.0).contains(&v) {
             return Err(format!("{s:?}: percentage must be between 0 and 100"));
         }
         At::Percent(v)
     } else {
-        At::Sample(at.parse().map_err(|_| format!("{s:?}: {at:?} is not a sample index"))?)
+        At::Sample(
+            at.parse()
+                .map_err(|_| format!("{s:?}: {at:?} is not a sample index"))?,
+        )
     };
     Ok(Event {
         variant: name.to_string(),
@@ -125,26 +130,45 @@ fn apply(action: &Action, dir: &std::path::Path, log: &mut Vec<String>) -> Resul
             .variants
             .iter()
             .find(|p| p.name == action.variant)
-            .ok_or_else(|| CliError::msg(format!("the running ensemble has no variant {:?}", action.variant)))?;
+            .ok_or_else(|| {
+                CliError::msg(format!(
+                    "the running ensemble has no variant {:?}",
+                    action.variant
+                ))
+            })?;
         if let Some(pid) = proc.pid {
             crate::procs::signal(pid, nix::sys::signal::Signal::SIGKILL)?;
         }
-        let pid = proc.pid.map(|p| p.to_string()).unwrap_or_else(|| "not running".into());
-        log.push(format!("sample {:>6}: killed {} (pid {pid})", action.index, action.variant));
+        let pid = proc
+            .pid
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "not running".into());
+        log.push(format!(
+            "sample {:>6}: killed {} (pid {pid})",
+            action.index, action.variant
+        ));
     } else {
         set_hold(dir, &action.variant, false)?;
-        log.push(format!("sample {:>6}: released {} (vpctl run restarts it)", action.index, action.variant));
+        log.push(format!(
+            "sample {:>6}: released {} (vpctl run restarts it)",
+            action.index, action.variant
+        ));
     }
     Ok(())
 }
 
 pub async fn eval(a: EvalArgs) -> Result<(), CliError> {
     let url = aggregator_url(&a.url, &a.state_dir)?;
-    let dir = a.state_dir.clone().unwrap_or_else(crate::runstate::default_dir);
+    let dir = a
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::runstate::default_dir);
     let set = TestSet::load(&a.data_dir)?;
     let n = a.limit.unwrap_or(set.len()).min(set.len());
     if n == 0 {
-        return Err(CliError::msg("nothing to evaluate (--limit 0 or an empty test set)"));
+        return Err(CliError::msg(
+            "nothing to evaluate (--limit 0 or an empty test set)",
+        ));
     }
     let http = crate::procs::client()?;
     let status: serde_json::Value = http
@@ -175,7 +199,10 @@ pub async fn eval(a: EvalArgs) -> Result<(), CliError> {
         RunState::read(&dir)?;
     }
     let infer_url = format!("{url}/v2/models/{model}/infer");
-    println!("evaluating {n} test samples against {url} (model {model}, {} in flight)", a.concurrency.max(1));
+    println!(
+        "evaluating {n} test samples against {url} (model {model}, {} in flight)",
+        a.concurrency.max(1)
+    );
 
     let bar = ProgressBar::new(n as u64);
     bar.set_style(
@@ -221,7 +248,14 @@ pub async fn eval(a: EvalArgs) -> Result<(), CliError> {
         return Err(e);
     }
     results.sort_by_key(|(i, _)| *i);
-    report(&results, &log, a.intervals.max(1), n, wall, a.min_availability)
+    report(
+        &results,
+        &log,
+        a.intervals.max(1),
+        n,
+        wall,
+        a.min_availability,
+    )
 }
 
 fn request_body(image: &[u8], set: &TestSet, k: Option<usize>) -> Vec<u8> {
@@ -249,7 +283,10 @@ async fn send(http: &reqwest::Client, url: &str, body: Vec<u8>, label: u8) -> Ou
             let status = resp.status();
             match resp.json::<serde_json::Value>().await {
                 Err(e) => Err(format!("HTTP {status}, unreadable body: {e}")),
-                Ok(v) if !status.is_success() => Err(format!("HTTP {status}: {}", v["error"].as_str().unwrap_or(""))),
+                Ok(v) if !status.is_success() => Err(format!(
+                    "HTTP {status}: {}",
+                    v["error"].as_str().unwrap_or("")
+                )),
                 Ok(v) => parse_answer(&v, label),
             }
         }
@@ -272,7 +309,11 @@ fn parse_answer(v: &serde_json::Value, label: u8) -> Result<Answered, String> {
         correct: class == i64::from(label),
         variants: p["variants"]
             .as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default(),
         expected_accuracy: p["expected_accuracy"].as_f64(),
     })
@@ -305,13 +346,19 @@ fn report(
     let size = n.div_ceil(intervals);
     for chunk in results.chunks(size) {
         let (first, last) = (chunk[0].0, chunk[chunk.len() - 1].0);
-        let ok: Vec<&Answered> = chunk.iter().filter_map(|(_, o)| o.answer.as_ref().ok()).collect();
+        let ok: Vec<&Answered> = chunk
+            .iter()
+            .filter_map(|(_, o)| o.answer.as_ref().ok())
+            .collect();
         let correct = ok.iter().filter(|x| x.correct).count();
         let expected: Vec<f64> = ok.iter().filter_map(|x| x.expected_accuracy).collect();
         let mean_expected = if expected.is_empty() {
             "-".to_string()
         } else {
-            format!("{:.2}%", 100.0 * expected.iter().sum::<f64>() / expected.len() as f64)
+            format!(
+                "{:.2}%",
+                100.0 * expected.iter().sum::<f64>() / expected.len() as f64
+            )
         };
         let mut sets: BTreeMap<String, usize> = BTreeMap::new();
         for x in &ok {
@@ -331,7 +378,10 @@ fn report(
             sets.join(", ")
         );
     }
-    let ok: Vec<&Answered> = results.iter().filter_map(|(_, o)| o.answer.as_ref().ok()).collect();
+    let ok: Vec<&Answered> = results
+        .iter()
+        .filter_map(|(_, o)| o.answer.as_ref().ok())
+        .collect();
     let correct = ok.iter().filter(|x| x.correct).count();
     let lat: Vec<f64> = results.iter().map(|(_, o)| o.latency).collect();
     let lost: Vec<String> = results

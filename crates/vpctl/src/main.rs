@@ -15,7 +15,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "vpctl", version, about = "Variant-parallel ensembles: run, classify, evaluate, benchmark")]
+#[command(
+    name = "vpctl",
+    version,
+    about = "Variant-parallel ensembles: run, classify, evaluate, benchmark"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,7 +52,10 @@ impl CliError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vpctl: cannot start the async runtime: {e}");

@@ -13,7 +13,10 @@ pub fn find_binary(name: &str) -> Result<PathBuf, CliError> {
     if let Some(d) = std::env::var_os("VP_BIN_DIR") {
         dirs.push(PathBuf::from(d));
     }
-    if let Some(d) = std::env::current_exe().ok().and_then(|p| p.parent().map(PathBuf::from)) {
+    if let Some(d) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from))
+    {
         dirs.push(d.clone());
         // Integration tests run from target/<profile>/deps.
         if let Some(up) = d.parent() {
@@ -58,7 +61,12 @@ pub async fn stop_child(child: &mut tokio::process::Child, grace: Duration) {
 pub async fn wait_ready(client: &reqwest::Client, url: &str, timeout: Duration) -> bool {
     let end = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < end {
-        if let Ok(r) = client.get(url).timeout(Duration::from_millis(500)).send().await {
+        if let Ok(r) = client
+            .get(url)
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+        {
             if r.status().is_success() {
                 return true;
             }

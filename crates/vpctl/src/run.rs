@@ -127,8 +127,8 @@ pub async fn run(a: RunArgs) -> Result<(), CliError> {
     let manifest_path = absolute(&a.manifest)?;
     let text = std::fs::read_to_string(&manifest_path)
         .map_err(|e| CliError::msg(format!("{}: {e}", manifest_path.display())))?;
-    let manifest =
-        Manifest::from_yaml(&text).map_err(|e| CliError::msg(format!("{}: {e}", manifest_path.display())))?;
+    let manifest = Manifest::from_yaml(&text)
+        .map_err(|e| CliError::msg(format!("{}: {e}", manifest_path.display())))?;
     vp_infer::check_runtime().map_err(|e| CliError::msg(e.to_string()))?;
     let variant_bin = find_binary("vp-variant")?;
     let aggregator_bin = find_binary("vp-aggregator")?;
@@ -138,7 +138,10 @@ pub async fn run(a: RunArgs) -> Result<(), CliError> {
         a.variants.clone()
     };
 
-    let dir = a.state_dir.clone().unwrap_or_else(crate::runstate::default_dir);
+    let dir = a
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::runstate::default_dir);
     prepare_state_dir(&dir)?;
     let logs = dir.join("logs");
 
@@ -200,10 +203,13 @@ pub async fn run(a: RunArgs) -> Result<(), CliError> {
         probe_timeout_ms: 300,
         variants: endpoints,
     };
-    config.validate(&manifest).map_err(|e| CliError::msg(e.to_string()))?;
+    config
+        .validate(&manifest)
+        .map_err(|e| CliError::msg(e.to_string()))?;
     let config_path = dir.join("aggregator.yaml");
     let yaml = serde_yaml::to_string(&config).map_err(|e| CliError::msg(e.to_string()))?;
-    std::fs::write(&config_path, yaml).map_err(|e| CliError::msg(format!("{}: {e}", config_path.display())))?;
+    std::fs::write(&config_path, yaml)
+        .map_err(|e| CliError::msg(format!("{}: {e}", config_path.display())))?;
     let agg_port = if a.port == 0 { free_port()? } else { a.port };
     let agg_url = format!("http://127.0.0.1:{agg_port}");
     managed.push(Managed {
@@ -227,8 +233,19 @@ pub async fn run(a: RunArgs) -> Result<(), CliError> {
     });
 
     let model_name = config.model_name(&manifest).to_string();
-    let result = supervise(&dir, &logs, &mut managed, &manifest_path, &model_name, &config).await;
-    println!("stopping {} processes", managed.iter().filter(|m| m.child.is_some()).count());
+    let result = supervise(
+        &dir,
+        &logs,
+        &mut managed,
+        &manifest_path,
+        &model_name,
+        &config,
+    )
+    .await;
+    println!(
+        "stopping {} processes",
+        managed.iter().filter(|m| m.child.is_some()).count()
+    );
     // SIGTERM to all at once, then wait for each (SIGKILL after the grace period).
     for c in managed.iter().filter_map(|m| m.child.as_ref()) {
         if let Some(pid) = c.id() {
@@ -256,12 +273,18 @@ fn prepare_state_dir(dir: &Path) -> Result<(), CliError> {
             )));
         }
     }
-    std::fs::create_dir_all(dir.join("logs")).map_err(|e| CliError::msg(format!("{}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir.join("logs"))
+        .map_err(|e| CliError::msg(format!("{}: {e}", dir.display())))?;
     let _ = std::fs::remove_dir_all(dir.join("hold"));
     Ok(())
 }
 
-fn write_state(dir: &Path, managed: &[Managed], manifest: &Path, model_name: &str) -> Result<(), CliError> {
+fn write_state(
+    dir: &Path,
+    managed: &[Managed],
+    manifest: &Path,
+    model_name: &str,
+) -> Result<(), CliError> {
     let agg = managed
         .iter()
         .find(|m| !m.is_variant)
@@ -271,7 +294,11 @@ fn write_state(dir: &Path, managed: &[Managed], manifest: &Path, model_name: &st
         manifest: manifest.to_path_buf(),
         model_name: model_name.to_string(),
         aggregator: agg.proc(),
-        variants: managed.iter().filter(|m| m.is_variant).map(Managed::proc).collect(),
+        variants: managed
+            .iter()
+            .filter(|m| m.is_variant)
+            .map(Managed::proc)
+            .collect(),
     }
     .write(dir)
 }
@@ -312,7 +339,11 @@ async fn supervise(
             }
         }
     }
-    let agg = managed.iter().find(|m| !m.is_variant).map(|m| m.url.clone()).unwrap_or_default();
+    let agg = managed
+        .iter()
+        .find(|m| !m.is_variant)
+        .map(|m| m.url.clone())
+        .unwrap_or_default();
     println!(
         "ensemble {model_name}: {} variants, top_k {}, deadline {} ms, min_variants {}",
         managed.len() - 1,
@@ -320,9 +351,14 @@ async fn supervise(
         config.deadline_ms,
         config.min_variants
     );
-    println!("  aggregator  {agg}  (POST /v2/models/{model_name}/infer, POST /v1/classify, GET /metrics)");
+    println!(
+        "  aggregator  {agg}  (POST /v2/models/{model_name}/infer, POST /v1/classify, GET /metrics)"
+    );
     for m in managed.iter().filter(|m| m.is_variant) {
-        println!("  {:<10}  {}  (POST /v2/models/{}/infer)", m.name, m.url, m.name);
+        println!(
+            "  {:<10}  {}  (POST /v2/models/{}/infer)",
+            m.name, m.url, m.name
+        );
     }
     println!("state and logs in {}; press Ctrl-C to stop", dir.display());
 
@@ -344,10 +380,17 @@ async fn supervise(
                     }
                     m.next_start = now + m.backoff;
                     if m.is_variant && is_held(dir, &m.name) {
-                        println!("{} stopped ({status}); held down by vpctl eval, not restarting", m.name);
+                        println!(
+                            "{} stopped ({status}); held down by vpctl eval, not restarting",
+                            m.name
+                        );
                         m.announced_hold = true;
                     } else {
-                        println!("{} exited ({status}); restarting in {:.1} s", m.name, m.backoff.as_secs_f64());
+                        println!(
+                            "{} exited ({status}); restarting in {:.1} s",
+                            m.name,
+                            m.backoff.as_secs_f64()
+                        );
                     }
                     m.backoff = (m.backoff * 2).min(MAX_BACKOFF);
                     changed = true;

@@ -55,7 +55,8 @@ impl RunState {
         let tmp = dir.join("run.json.tmp");
         let text = serde_json::to_string_pretty(self).map_err(|e| CliError::msg(e.to_string()))?;
         std::fs::write(&tmp, text).map_err(|e| CliError::msg(format!("{}: {e}", tmp.display())))?;
-        std::fs::rename(&tmp, Self::path(dir)).map_err(|e| CliError::msg(format!("{}: {e}", dir.display())))
+        std::fs::rename(&tmp, Self::path(dir))
+            .map_err(|e| CliError::msg(format!("{}: {e}", dir.display())))
     }
 }
 

@@ -13,7 +13,8 @@ pub fn quantile(v: &[f64], q: f64) -> Option<f64> {
 
 /// Milliseconds with three decimals, or "-".
 pub fn ms(v: Option<f64>) -> String {
-    v.map(|x| format!("{:.3}", x * 1000.0)).unwrap_or_else(|| "-".into())
+    v.map(|x| format!("{:.3}", x * 1000.0))
+        .unwrap_or_else(|| "-".into())
 }
 
 #[cfg(test)]

@@ -40,12 +40,15 @@ impl TestSet {
                 ))
             })?;
             let mut out = Vec::new();
-            GzDecoder::new(f)
-                .read_to_end(&mut out)
-                .map_err(|e| CliError::msg(format!("{}: not a readable gzip file: {e}", p.display())))?;
+            GzDecoder::new(f).read_to_end(&mut out).map_err(|e| {
+                CliError::msg(format!("{}: not a readable gzip file: {e}", p.display()))
+            })?;
             Ok(out)
         };
-        parse(&read("t10k-images-idx3-ubyte.gz")?, &read("t10k-labels-idx1-ubyte.gz")?)
+        parse(
+            &read("t10k-images-idx3-ubyte.gz")?,
+            &read("t10k-labels-idx1-ubyte.gz")?,
+        )
     }
 }
 
@@ -100,7 +103,11 @@ mod tests {
 
     #[test]
     fn parses_a_tiny_set() {
-        let t = parse(&idx(2051, &[2, 1, 2], &[1, 2, 3, 4]), &idx(2049, &[2], &[7, 9])).expect("ok");
+        let t = parse(
+            &idx(2051, &[2, 1, 2], &[1, 2, 3, 4]),
+            &idx(2049, &[2], &[7, 9]),
+        )
+        .expect("ok");
         assert_eq!(t.len(), 2);
         assert_eq!(t.image(1), &[3, 4]);
         assert_eq!(t.labels, vec![7, 9]);

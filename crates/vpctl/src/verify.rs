@@ -28,13 +28,23 @@ pub struct VerifyArgs {
 
 /// Loads a manifest file.
 pub fn read_manifest(path: &Path) -> Result<Manifest, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| CliError::msg(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::msg(format!("{}: {e}", path.display())))?;
     Manifest::from_yaml(&text).map_err(|e| CliError::msg(format!("{}: {e}", path.display())))
 }
 
 /// Runs one model over the whole set and returns `n * classes` probabilities.
-pub fn probabilities(m: &Manifest, dir: &Path, name: &str, set: &TestSet, batch: usize, threads: usize) -> Result<Vec<f32>, CliError> {
-    let entry = m.model(name).ok_or_else(|| CliError::msg(format!("no model {name}")))?;
+pub fn probabilities(
+    m: &Manifest,
+    dir: &Path,
+    name: &str,
+    set: &TestSet,
+    batch: usize,
+    threads: usize,
+) -> Result<Vec<f32>, CliError> {
+    let entry = m
+        .model(name)
+        .ok_or_else(|| CliError::msg(format!("no model {name}")))?;
     let s = &m.input.shape;
     let mut model = Model::load(
         &dir.join(&entry.file),
@@ -50,18 +60,31 @@ pub fn probabilities(m: &Manifest, dir: &Path, name: &str, set: &TestSet, batch:
     for start in (0..set.len()).step_by(batch.max(1)) {
         let end = (start + batch.max(1)).min(set.len());
         let data = &set.images[start * sample..end * sample];
-        out.extend(model.run(data, end - start).map_err(|e| CliError::msg(e.to_string()))?);
+        out.extend(
+            model
+                .run(data, end - start)
+                .map_err(|e| CliError::msg(e.to_string()))?,
+        );
     }
     Ok(out)
 }
 
 fn accuracy(pred: impl Iterator<Item = usize>, labels: &[u8]) -> f64 {
-    let correct = pred.zip(labels).filter(|(p, l)| *p == usize::from(**l)).count();
+    let correct = pred
+        .zip(labels)
+        .filter(|(p, l)| *p == usize::from(**l))
+        .count();
     correct as f64 / labels.len().max(1) as f64
 }
 
 /// Accuracy of the soft vote over `members` (family indices), each sending its top-`k` rows.
-fn vote_accuracy(ranked: &[Vec<TopK>], members: &[usize], k: usize, classes: usize, labels: &[u8]) -> f64 {
+fn vote_accuracy(
+    ranked: &[Vec<TopK>],
+    members: &[usize],
+    k: usize,
+    classes: usize,
+    labels: &[u8],
+) -> f64 {
     let combiner = Combiner::soft_vote(classes, ranked.len());
     let pred = (0..labels.len()).map(|i| {
         let cut: Vec<TopK> = members
@@ -71,7 +94,10 @@ fn vote_accuracy(ranked: &[Vec<TopK>], members: &[usize], k: usize, classes: usi
             })
             .collect();
         let replies: Vec<(usize, &TopK)> = members.iter().copied().zip(cut.iter()).collect();
-        combiner.combine(&replies).map(|c| c.class).unwrap_or(usize::MAX)
+        combiner
+            .combine(&replies)
+            .map(|c| c.class)
+            .unwrap_or(usize::MAX)
     });
     accuracy(pred, labels)
 }
@@ -103,11 +129,16 @@ pub async fn verify(a: VerifyArgs) -> Result<(), CliError> {
         .map(|v| v.name.clone())
         .collect();
     for (idx, name) in names.iter().enumerate() {
-        let (set_ref, m_ref, dir_ref, batch, threads, name_c) = (&set, &m, &dir, a.batch, a.threads, name.clone());
-        let probs = tokio::task::block_in_place(|| probabilities(m_ref, dir_ref, &name_c, set_ref, batch, threads))?;
+        let (set_ref, m_ref, dir_ref, batch, threads, name_c) =
+            (&set, &m, &dir, a.batch, a.threads, name.clone());
+        let probs = tokio::task::block_in_place(|| {
+            probabilities(m_ref, dir_ref, &name_c, set_ref, batch, threads)
+        })?;
         let rows: Vec<TopK> = probs.chunks(classes).map(|r| top_k(r, classes)).collect();
         let acc = accuracy(rows.iter().map(|r| r.entries[0].0), &set.labels);
-        let entry = m.model(name).ok_or_else(|| CliError::msg(format!("no model {name}")))?;
+        let entry = m
+            .model(name)
+            .ok_or_else(|| CliError::msg(format!("no model {name}")))?;
         checks.push(Check {
             what: format!("model {name}"),
             manifest: entry.accuracy,
@@ -118,7 +149,11 @@ pub async fn verify(a: VerifyArgs) -> Result<(), CliError> {
         }
     }
     for row in &m.subsets {
-        let members: Vec<usize> = row.variants.iter().filter_map(|v| m.variant_index(v)).collect();
+        let members: Vec<usize> = row
+            .variants
+            .iter()
+            .filter_map(|v| m.variant_index(v))
+            .collect();
         let label = row.variants.join(",");
         checks.push(Check {
             what: format!("subset {label} full"),
@@ -142,14 +177,20 @@ pub async fn verify(a: VerifyArgs) -> Result<(), CliError> {
         });
     }
     let mut bad = 0;
-    println!("{:<34} {:>9} {:>9} {:>8}", "check", "manifest", "rust", "diff pp");
+    println!(
+        "{:<34} {:>9} {:>9} {:>8}",
+        "check", "manifest", "rust", "diff pp"
+    );
     for c in &checks {
         let diff = c.measured - c.manifest;
         let ok = diff.abs() <= a.tolerance + 1e-12;
         if !ok {
             bad += 1;
         }
-        if !ok || c.what.starts_with("model") || c.what.contains("full") && c.what.matches(',').count() + 1 == m.variants.len() {
+        if !ok
+            || c.what.starts_with("model")
+            || c.what.contains("full") && c.what.matches(',').count() + 1 == m.variants.len()
+        {
             println!(
                 "{:<34} {:>8.2}% {:>8.2}% {:>+8.3}{}",
                 c.what,
@@ -169,7 +210,9 @@ pub async fn verify(a: VerifyArgs) -> Result<(), CliError> {
         a.tolerance * 100.0
     );
     if bad > 0 {
-        return Err(CliError::msg(format!("{bad} accuracy checks differ from the manifest")));
+        return Err(CliError::msg(format!(
+            "{bad} accuracy checks differ from the manifest"
+        )));
     }
     Ok(())
 }
