@@ -69,10 +69,8 @@ fn start(manifest: &Path, variant: &str) -> Server {
     };
     let end = Instant::now() + Duration::from_secs(60);
     while Instant::now() < end {
-        if let Ok(r) = http::blocking_get(&format!("{}/v2/health/ready", s.base)) {
-            if r == 200 {
-                return s;
-            }
+        if http::blocking_get(&format!("{}/v2/health/ready", s.base)) == Ok(200) {
+            return s;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
