@@ -66,10 +66,9 @@ pub async fn wait_ready(client: &reqwest::Client, url: &str, timeout: Duration) 
             .timeout(Duration::from_millis(500))
             .send()
             .await
+            && r.status().is_success()
         {
-            if r.status().is_success() {
-                return true;
-            }
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

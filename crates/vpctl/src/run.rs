@@ -262,16 +262,15 @@ pub async fn run(a: RunArgs) -> Result<(), CliError> {
 }
 
 fn prepare_state_dir(dir: &Path) -> Result<(), CliError> {
-    if let Ok(old) = RunState::read(dir) {
-        if Path::new(&format!("/proc/{}", old.supervisor_pid)).exists()
-            && old.supervisor_pid != std::process::id()
-        {
-            return Err(CliError::msg(format!(
-                "an ensemble is already running from {} (vpctl run, pid {}); stop it or pass --state-dir",
-                dir.display(),
-                old.supervisor_pid
-            )));
-        }
+    if let Ok(old) = RunState::read(dir)
+        && Path::new(&format!("/proc/{}", old.supervisor_pid)).exists()
+        && old.supervisor_pid != std::process::id()
+    {
+        return Err(CliError::msg(format!(
+            "an ensemble is already running from {} (vpctl run, pid {}); stop it or pass --state-dir",
+            dir.display(),
+            old.supervisor_pid
+        )));
     }
     std::fs::create_dir_all(dir.join("logs"))
         .map_err(|e| CliError::msg(format!("{}: {e}", dir.display())))?;
@@ -322,10 +321,10 @@ async fn supervise(
         tokio::pin!(ready);
         let exited = async {
             loop {
-                if let Some(c) = m.child.as_mut() {
-                    if let Ok(Some(status)) = c.try_wait() {
-                        return status;
-                    }
+                if let Some(c) = m.child.as_mut()
+                    && let Ok(Some(status)) = c.try_wait()
+                {
+                    return status;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
