@@ -178,7 +178,7 @@ pub async fn verify(a: VerifyArgs) -> Result<(), CliError> {
     }
     let mut bad = 0;
     println!(
-        "{:<34} {:>9} {:>9} {:>8}",
+        "{:<52} {:>9} {:>9} {:>8}",
         "check", "manifest", "rust", "diff pp"
     );
     for c in &checks {
@@ -192,7 +192,7 @@ pub async fn verify(a: VerifyArgs) -> Result<(), CliError> {
             || c.what.contains("full") && c.what.matches(',').count() + 1 == m.variants.len()
         {
             println!(
-                "{:<34} {:>8.2}% {:>8.2}% {:>+8.3}{}",
+                "{:<52} {:>8.2}% {:>8.2}% {:>+8.3}{}",
                 c.what,
                 c.manifest * 100.0,
                 c.measured * 100.0,
