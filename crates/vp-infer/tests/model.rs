@@ -26,7 +26,8 @@ fn first_model() -> (PathBuf, vp_core::Manifest) {
 #[test]
 fn runs_batches_to_probability_rows() {
     let (path, m) = first_model();
-    let mut model = Model::load(&path, 1, "image", [1, 28, 28], "probs", m.classes()).expect("load");
+    let mut model =
+        Model::load(&path, 1, "image", [1, 28, 28], "probs", m.classes()).expect("load");
     let data: Vec<u8> = (0..3 * 784).map(|i| (i % 251) as u8).collect();
     let probs = model.run(&data, 3).expect("run");
     assert_eq!(probs.len(), 3 * m.classes());
@@ -40,23 +41,44 @@ fn runs_batches_to_probability_rows() {
     for (a, b) in one.iter().zip(&probs[m.classes()..2 * m.classes()]) {
         assert!((a - b).abs() < 1e-5);
     }
-    assert!(matches!(model.run(&data[..100], 1), Err(InferError::BatchSize { .. })));
-    assert!(matches!(model.run(&[], 0), Err(InferError::BatchSize { .. })));
+    assert!(matches!(
+        model.run(&data[..100], 1),
+        Err(InferError::BatchSize { .. })
+    ));
+    assert!(matches!(
+        model.run(&[], 0),
+        Err(InferError::BatchSize { .. })
+    ));
 }
 
 #[test]
 fn contract_mismatches_and_bad_files_are_errors() {
     let (path, m) = first_model();
-    let e = Model::load(&path, 1, "pixels", [1, 28, 28], "probs", m.classes()).err().expect("error");
+    let e = Model::load(&path, 1, "pixels", [1, 28, 28], "probs", m.classes())
+        .err()
+        .expect("error");
     assert!(matches!(e, InferError::Contract { .. }), "{e}");
     assert!(e.to_string().contains("\"pixels\""), "{e}");
-    let e = Model::load(&path, 1, "image", [1, 28, 28], "logits", m.classes()).err().expect("error");
+    let e = Model::load(&path, 1, "image", [1, 28, 28], "logits", m.classes())
+        .err()
+        .expect("error");
     assert!(matches!(e, InferError::Contract { .. }), "{e}");
-    let e = Model::load(Path::new("/nonexistent.onnx"), 1, "image", [1, 28, 28], "probs", 10).err().expect("error");
+    let e = Model::load(
+        Path::new("/nonexistent.onnx"),
+        1,
+        "image",
+        [1, 28, 28],
+        "probs",
+        10,
+    )
+    .err()
+    .expect("error");
     assert!(matches!(e, InferError::Load { .. }), "{e}");
     let junk = std::env::temp_dir().join(format!("vp-infer-junk-{}.onnx", std::process::id()));
     std::fs::write(&junk, b"not an onnx model").expect("write");
-    let e = Model::load(&junk, 1, "image", [1, 28, 28], "probs", 10).err().expect("error");
+    let e = Model::load(&junk, 1, "image", [1, 28, 28], "probs", 10)
+        .err()
+        .expect("error");
     let _ = std::fs::remove_file(&junk);
     assert!(matches!(e, InferError::Load { .. }), "{e}");
 }

@@ -88,7 +88,14 @@ impl Ensemble {
                 "run",
                 &family_dir().join("ensemble.yaml").display().to_string(),
             ])
-            .args(["--port", "0", "--variant-port", "0", "--deadline-ms", "500"])
+            .args([
+                "--port",
+                "0",
+                "--variant-port",
+                "0",
+                "--deadline-ms",
+                "2000",
+            ])
             .args(["--state-dir", &dir.display().to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
