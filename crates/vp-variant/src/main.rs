@@ -2,7 +2,7 @@
 
 use clap::Parser;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     let args = vp_variant::Args::parse();
     vp_server::init_logging(args.log_format);
