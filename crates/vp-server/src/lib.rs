@@ -138,3 +138,36 @@ pub fn timeout_error() -> ApiError {
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint; see docs/dataplane.md for the HTTP API")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Body {
+        #[allow(dead_code)]
+        a: u8,
+    }
+
+    #[test]
+    fn json_bodies_get_clear_errors() {
+        assert!(parse_json::<Body>(Ok(Bytes::from_static(b"{\"a\": 1}"))).is_ok());
+        let e = parse_json::<Body>(Ok(Bytes::new())).expect_err("empty");
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("empty"));
+        let e = parse_json::<Body>(Ok(Bytes::from_static(b"{\"a\": 1"))).expect_err("cut");
+        assert!(
+            e.message.contains("malformed request JSON"),
+            "{}",
+            e.message
+        );
+        let e = parse_json::<Body>(Ok(Bytes::from_static(b"{\"a\": 300}"))).expect_err("range");
+        assert!(e.message.contains("300"), "{}", e.message);
+    }
+
+    #[test]
+    fn errors_render_as_oip_json() {
+        let r = ApiError::not_found("nope").into_response();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+}

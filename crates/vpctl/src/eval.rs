@@ -196,7 +196,17 @@ pub async fn eval(a: EvalArgs) -> Result<(), CliError> {
         .collect();
     actions.sort_by_key(|x| (x.index, !x.kill));
     if !actions.is_empty() {
-        RunState::read(&dir)?;
+        let state = RunState::read(&dir)?;
+        for act in &actions {
+            if !state.variants.iter().any(|p| p.name == act.variant) {
+                let names: Vec<&str> = state.variants.iter().map(|p| p.name.as_str()).collect();
+                return Err(CliError::msg(format!(
+                    "--kill/--revive: the running ensemble has no variant {:?} (it has {})",
+                    act.variant,
+                    names.join(", ")
+                )));
+            }
+        }
     }
     let infer_url = format!("{url}/v2/models/{model}/infer");
     println!(
