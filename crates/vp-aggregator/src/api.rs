@@ -37,7 +37,7 @@ pub fn router(state: AppState, args: &Args) -> Router {
     let json_limit = args
         .max_batch
         .saturating_mul(sample)
-        .saturating_mul(4)
+        .saturating_mul(8)
         .saturating_add(64 * 1024);
     Router::new()
         .route("/v2", get(|| async { Json(json!({"name": "vp-aggregator", "version": env!("CARGO_PKG_VERSION"), "extensions": []})) }))

@@ -35,12 +35,12 @@ pub struct Args {
 }
 
 impl Args {
-    /// Largest request body accepted: the biggest valid JSON batch (up to 4 bytes per value: "255,") plus room
-    /// for the envelope.
+    /// Largest request body accepted: the biggest valid JSON batch (8 bytes per value leaves room for "255, " and
+    /// indentation) plus room for the envelope.
     pub fn body_limit(&self, sample_len: usize) -> usize {
         self.max_batch
             .saturating_mul(sample_len)
-            .saturating_mul(4)
+            .saturating_mul(8)
             .saturating_add(64 * 1024)
     }
 }
