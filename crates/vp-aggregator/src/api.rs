@@ -1,0 +1,381 @@
+//! HTTP API of the aggregator: OIP v2 infer for the whole ensemble, `/v1/classify` for image files, health,
+//! status and metrics.
+
+use crate::Args;
+use crate::fanout::{FanOut, fan_out};
+use crate::image_input::image_to_sample;
+use crate::metrics::Metrics;
+use crate::state::{Live, Snapshot};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use vp_core::oip::{InferRequest, InferResponse, ResponseTensor, TensorData};
+use vp_core::{Combined, ImageBatch, k_from_request, validate_k};
+use vp_server::{ApiError, body_error, parse_json};
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub live: Arc<Live>,
+    pub client: reqwest::Client,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The router with body limits, request timeout and tracing layers.
+pub fn router(state: AppState, args: &Args) -> Router {
+    let sample = state.live.snapshot().spec.sample_len();
+    let json_limit = args
+        .max_batch
+        .saturating_mul(sample)
+        .saturating_mul(8)
+        .saturating_add(64 * 1024);
+    Router::new()
+        .route("/v2", get(|| async { Json(json!({"name": "vp-aggregator", "version": env!("CARGO_PKG_VERSION"), "extensions": []})) }))
+        .route("/v2/health/live", get(|| async { Json(json!({"live": true})) }))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/infer", post(infer).layer(DefaultBodyLimit::max(json_limit)))
+        .route("/v1/classify", post(classify).layer(DefaultBodyLimit::max(args.max_image_bytes)))
+        .route("/v1/status", get(status))
+        .route("/metrics", get(|State(s): State<AppState>| async move { vp_server::metrics_response(&s.metrics.registry) }))
+        .fallback(vp_server::not_found)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(args.request_timeout_ms),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+fn ready_reply(snap: &Snapshot) -> Response {
+    let up = snap.up_mask().count_ones() as usize;
+    if up >= snap.config.min_variants {
+        Json(json!({"ready": true, "available_variants": up})).into_response()
+    } else {
+        let msg = format!(
+            "{up} variants up, fewer than min_variants = {}",
+            snap.config.min_variants
+        );
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "error": msg})),
+        )
+            .into_response()
+    }
+}
+
+async fn ready(State(s): State<AppState>) -> Response {
+    ready_reply(&s.live.snapshot())
+}
+
+fn check_model(snap: &Snapshot, name: &str) -> Result<(), ApiError> {
+    if name == snap.model_name {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "unknown model {name:?}; this aggregator serves {:?}",
+            snap.model_name
+        )))
+    }
+}
+
+async fn model_ready(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let snap = s.live.snapshot();
+    check_model(&snap, &name)?;
+    Ok(ready_reply(&snap))
+}
+
+async fn model_metadata(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let snap = s.live.snapshot();
+    check_model(&snap, &name)?;
+    let [c, h, w] = snap.spec.chw;
+    let classes = snap.manifest.classes();
+    Ok(Json(json!({
+        "name": snap.model_name,
+        "versions": ["1"],
+        "platform": "vp-ensemble",
+        "inputs": [{"name": snap.spec.name, "datatype": "UINT8", "shape": [-1, c, h, w]}],
+        "outputs": [
+            {"name": "class", "datatype": "INT64", "shape": [-1]},
+            {"name": "scores", "datatype": "FP32", "shape": [-1, classes]}
+        ],
+        "parameters": {
+            "family": snap.manifest.family,
+            "classes": snap.manifest.dataset.classes,
+            "variants": snap.endpoints.iter().map(|e| &e.name).collect::<Vec<_>>(),
+            "top_k": snap.config.top_k,
+            "max_k": classes / 2,
+            "min_variants": snap.config.min_variants,
+            "deadline_ms": snap.config.deadline_ms,
+            "combine": snap.config.combine,
+        }
+    })))
+}
+
+async fn status(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let snap = s.live.snapshot();
+    let up = snap.up_mask();
+    Json(json!({
+        "model_name": snap.model_name,
+        "top_k": snap.config.top_k,
+        "min_variants": snap.config.min_variants,
+        "deadline_ms": snap.config.deadline_ms,
+        "variants": snap.endpoints.iter().map(|e| json!({"name": e.name, "url": e.base_url, "up": e.health.is_up()})).collect::<Vec<_>>(),
+        "available": snap.names(up),
+        "expected_accuracy": snap.manifest.expected_accuracy(up, snap.config.top_k),
+    }))
+}
+
+/// One combined answer for a batch.
+struct Answer {
+    mask: u64,
+    combined: Vec<Combined>,
+    degraded: bool,
+    expected_accuracy: Option<f64>,
+}
+
+/// Fans the batch out, checks min_variants, and combines the replies sample by sample.
+async fn answer(
+    s: &AppState,
+    snap: &Snapshot,
+    batch: &ImageBatch,
+    k: usize,
+) -> Result<Answer, ApiError> {
+    let configured = snap.endpoints.len();
+    if snap.up_mask() == 0 {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no variant is available: all {configured} configured variants are down"),
+        ));
+    }
+    let fan: FanOut = fan_out(&s.live, snap, &s.client, &s.metrics, batch, k).await;
+    let answered = fan.answered();
+    if answered.len() < snap.config.min_variants {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "only {} of {configured} variants answered within {} ms (min_variants = {}): {}",
+                answered.len(),
+                snap.config.deadline_ms,
+                snap.config.min_variants,
+                fan.failures()
+            ),
+        ));
+    }
+    let mask = answered.iter().fold(0u64, |m, (i, _)| m | (1u64 << i));
+    let mut combined = Vec::with_capacity(batch.n);
+    for row in 0..batch.n {
+        let replies: Vec<_> = answered.iter().map(|(i, rows)| (*i, &rows[row])).collect();
+        let c = snap.combiner.combine(&replies).ok_or_else(|| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no replies to combine")
+        })?;
+        combined.push(c);
+    }
+    let degraded = mask != snap.configured_mask;
+    if degraded {
+        s.metrics.degraded.inc();
+    }
+    Ok(Answer {
+        mask,
+        combined,
+        degraded,
+        expected_accuracy: snap.manifest.expected_accuracy(mask, k),
+    })
+}
+
+fn record(s: &AppState, endpoint: &str, started: Instant, result: &Result<bool, StatusCode>) {
+    let outcome = match result {
+        Ok(false) => "ok",
+        Ok(true) => "degraded",
+        Err(st) if *st == StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        Err(st) if st.is_client_error() => "client_error",
+        Err(_) => "server_error",
+    };
+    s.metrics
+        .requests
+        .with_label_values(&[endpoint, outcome])
+        .inc();
+    s.metrics
+        .request_duration
+        .with_label_values(&[endpoint])
+        .observe(started.elapsed().as_secs_f64());
+}
+
+async fn infer(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = infer_inner(&s, &name, body).await;
+    record(
+        &s,
+        "infer",
+        started,
+        &result.as_ref().map(|(_, d)| *d).map_err(|e| e.status),
+    );
+    match result {
+        Ok((r, _)) => Json(r).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn infer_inner(
+    s: &AppState,
+    name: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(InferResponse, bool), ApiError> {
+    let snap = s.live.snapshot();
+    check_model(&snap, name)?;
+    let req: InferRequest = parse_json(body)?;
+    let classes = snap.manifest.classes();
+    let k = k_from_request(&req, classes, snap.config.top_k)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let batch = snap
+        .spec
+        .validate(&req)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let a = answer(s, &snap, &batch, k).await?;
+    let class: Vec<i64> = a.combined.iter().map(|c| c.class as i64).collect();
+    let scores: Vec<f32> = a
+        .combined
+        .iter()
+        .flat_map(|c| c.scores.iter().map(|&x| x as f32))
+        .collect();
+    let mut params = serde_json::Map::new();
+    params.insert("variants".into(), json!(snap.names(a.mask)));
+    params.insert("degraded".into(), json!(a.degraded));
+    params.insert("expected_accuracy".into(), json!(a.expected_accuracy));
+    params.insert("k".into(), json!(k));
+    let resp = InferResponse {
+        model_name: snap.model_name.clone(),
+        id: req.id,
+        parameters: Some(params),
+        outputs: vec![
+            ResponseTensor {
+                name: "class".into(),
+                shape: vec![batch.n],
+                datatype: "INT64".into(),
+                data: TensorData::I64(class),
+            },
+            ResponseTensor {
+                name: "scores".into(),
+                shape: vec![batch.n, classes],
+                datatype: "FP32".into(),
+                data: TensorData::F32(scores),
+            },
+        ],
+    };
+    Ok((resp, a.degraded))
+}
+
+/// `?k=` on /v1/classify.
+#[derive(Debug, Deserialize)]
+struct ClassifyQuery {
+    k: Option<i64>,
+}
+
+/// One class with its combined score.
+#[derive(Debug, Serialize)]
+struct ScoredClass {
+    class: usize,
+    label: String,
+    score: f64,
+}
+
+/// The /v1/classify reply.
+#[derive(Debug, Serialize)]
+struct ClassifyReply {
+    class: usize,
+    label: String,
+    /// Classes with a non-zero combined score, best first.
+    scores: Vec<ScoredClass>,
+    variants: Vec<String>,
+    degraded: bool,
+    expected_accuracy: Option<f64>,
+    k: usize,
+}
+
+async fn classify(
+    State(s): State<AppState>,
+    query: Result<Query<ClassifyQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = classify_inner(&s, query, body).await;
+    record(
+        &s,
+        "classify",
+        started,
+        &result.as_ref().map(|r| r.degraded).map_err(|e| e.status),
+    );
+    match result {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn classify_inner(
+    s: &AppState,
+    query: Result<Query<ClassifyQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<ClassifyReply, ApiError> {
+    let snap = s.live.snapshot();
+    let classes = snap.manifest.classes();
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))?;
+    let k = match q.k {
+        None => snap.config.top_k,
+        Some(k) => validate_k(k, classes).map_err(|e| ApiError::bad_request(e.to_string()))?,
+    };
+    let body = body.map_err(body_error)?;
+    let chw = snap.spec.chw;
+    let data = tokio::task::spawn_blocking(move || image_to_sample(&body, chw))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let a = answer(s, &snap, &ImageBatch { n: 1, data }, k).await?;
+    let c = a
+        .combined
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "empty answer"))?;
+    let mut scores: Vec<ScoredClass> = c
+        .scores
+        .iter()
+        .enumerate()
+        .filter(|(_, sc)| **sc > 0.0)
+        .map(|(i, sc)| ScoredClass {
+            class: i,
+            label: snap.manifest.label(i).to_string(),
+            score: *sc,
+        })
+        .collect();
+    scores.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.class.cmp(&b.class)));
+    Ok(ClassifyReply {
+        class: c.class,
+        label: snap.manifest.label(c.class).to_string(),
+        scores,
+        variants: snap.names(a.mask),
+        degraded: a.degraded,
+        expected_accuracy: a.expected_accuracy,
+        k,
+    })
+}

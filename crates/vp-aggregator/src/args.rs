@@ -1,0 +1,29 @@
+//! Command-line flags of the aggregator (each also readable from a `VP_*` environment variable).
+
+use clap::Parser;
+use std::path::PathBuf;
+use vp_server::LogFormat;
+
+/// Combine the top-k replies of a family's variant servers into one answer.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "vp-aggregator", version)]
+pub struct Args {
+    /// The aggregator config file (format in docs/dataplane.md); re-read when it changes.
+    #[arg(long, env = "VP_CONFIG")]
+    pub config: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "VP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Largest batch (N) accepted in one OIP infer request.
+    #[arg(long, env = "VP_MAX_BATCH", default_value_t = 64)]
+    pub max_batch: usize,
+    /// Largest image file accepted by /v1/classify, in bytes.
+    #[arg(long, env = "VP_MAX_IMAGE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_image_bytes: usize,
+    /// Requests taking longer than this get 408.
+    #[arg(long, env = "VP_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// Log format.
+    #[arg(long, env = "VP_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}

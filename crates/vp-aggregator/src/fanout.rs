@@ -1,0 +1,194 @@
+//! Fan-out: sends one validated batch to every live variant concurrently and collects the top-k replies that
+//! arrive before the deadline. A variant that refuses or errors is marked down at once (the prober brings it
+//! back); a slow one just misses this answer.
+
+use crate::metrics::Metrics;
+use crate::state::{Endpoint, Live, Snapshot};
+use std::time::Duration;
+use tokio::time::Instant;
+use vp_core::oip::{InferResponse, KParam, OutgoingRequest, OutgoingTensor, parse_topk_response};
+use vp_core::{ImageBatch, TopK};
+
+/// The HTTP client used for variant calls and probes (keep-alive pool, no proxies: variants are on the local
+/// network or loopback).
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+}
+
+/// What one variant contributed to one request.
+#[derive(Debug)]
+pub enum Outcome {
+    Ok(Vec<TopK>),
+    Timeout,
+    Error(String),
+}
+
+/// Result of a fan-out: per asked variant, its family index, name and outcome.
+pub struct FanOut {
+    pub replies: Vec<(usize, String, Outcome)>,
+}
+
+impl FanOut {
+    /// Family index and rows of the variants that answered.
+    pub fn answered(&self) -> Vec<(usize, &Vec<TopK>)> {
+        self.replies
+            .iter()
+            .filter_map(|(i, _, o)| match o {
+                Outcome::Ok(rows) => Some((*i, rows)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A one-line account of the variants that did not answer.
+    pub fn failures(&self) -> String {
+        let parts: Vec<String> = self
+            .replies
+            .iter()
+            .filter_map(|(_, n, o)| match o {
+                Outcome::Ok(_) => None,
+                Outcome::Timeout => Some(format!("{n}: no reply before the deadline")),
+                Outcome::Error(e) => Some(format!("{n}: {e}")),
+            })
+            .collect();
+        parts.join("; ")
+    }
+}
+
+/// Sends `batch` with top-`k` to every endpoint that is up and waits for all of them or the deadline.
+pub async fn fan_out(
+    live: &Live,
+    snap: &Snapshot,
+    client: &reqwest::Client,
+    metrics: &Metrics,
+    batch: &ImageBatch,
+    k: usize,
+) -> FanOut {
+    let mut shape = vec![batch.n];
+    shape.extend_from_slice(&snap.spec.chw);
+    let req = OutgoingRequest {
+        id: None,
+        inputs: [OutgoingTensor {
+            name: &snap.spec.name,
+            shape,
+            datatype: "UINT8",
+            data: &batch.data,
+        }],
+        parameters: KParam { k },
+    };
+    let body = match serde_json::to_vec(&req) {
+        Ok(b) => bytes::Bytes::from(b),
+        Err(e) => {
+            return FanOut {
+                replies: snap
+                    .endpoints
+                    .iter()
+                    .map(|ep| {
+                        (
+                            ep.index,
+                            ep.name.clone(),
+                            Outcome::Error(format!("encoding failed: {e}")),
+                        )
+                    })
+                    .collect(),
+            };
+        }
+    };
+    let deadline = Instant::now() + Duration::from_millis(snap.config.deadline_ms);
+    let classes = snap.manifest.classes();
+    let calls = snap
+        .endpoints
+        .iter()
+        .filter(|e| e.health.is_up())
+        .map(|ep| {
+            let body = body.clone();
+            async move {
+                let outcome = match tokio::time::timeout_at(
+                    deadline,
+                    call(client, ep, body, batch.n, k, classes),
+                )
+                .await
+                {
+                    Ok(Ok(rows)) => Outcome::Ok(rows),
+                    Ok(Err(CallError::Down(e))) => {
+                        live.set_up(ep, false);
+                        Outcome::Error(e)
+                    }
+                    Ok(Err(CallError::Bad(e))) => Outcome::Error(e),
+                    Err(_) => Outcome::Timeout,
+                };
+                let label = match &outcome {
+                    Outcome::Ok(_) => "ok",
+                    Outcome::Timeout => "timeout",
+                    Outcome::Error(_) => "error",
+                };
+                metrics
+                    .variant_replies
+                    .with_label_values(&[ep.name.as_str(), label])
+                    .inc();
+                (ep.index, ep.name.clone(), outcome)
+            }
+        });
+    FanOut {
+        replies: futures::future::join_all(calls).await,
+    }
+}
+
+enum CallError {
+    /// The variant is unreachable or not serving: mark it down.
+    Down(String),
+    /// The variant answered but the reply is unusable.
+    Bad(String),
+}
+
+async fn call(
+    client: &reqwest::Client,
+    ep: &Endpoint,
+    body: bytes::Bytes,
+    n: usize,
+    k: usize,
+    classes: usize,
+) -> Result<Vec<TopK>, CallError> {
+    let resp = client
+        .post(&ep.infer_url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| CallError::Down(format!("unreachable ({})", error_chain(&e))))?;
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| CallError::Down(format!("reply cut off ({})", error_chain(&e))))?;
+    if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        return Err(CallError::Down("not ready (503)".into()));
+    }
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&bytes);
+        return Err(CallError::Bad(format!(
+            "HTTP {status}: {}",
+            text.chars().take(200).collect::<String>()
+        )));
+    }
+    let parsed: InferResponse = serde_json::from_slice(&bytes)
+        .map_err(|e| CallError::Bad(format!("malformed reply: {e}")))?;
+    parse_topk_response(&parsed, n, k, classes).map_err(CallError::Bad)
+}
+
+/// The error and its sources on one line (reqwest's top-level message alone is vague).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

@@ -1,0 +1,28 @@
+//! Background health probes: asks every configured variant's `/v2/health/ready` each `probe_interval_ms`, so a
+//! dead or hung variant is skipped before requests wait on it, and a restarted one rejoins within one period.
+
+use crate::state::Live;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Probes forever (until the runtime shuts down).
+pub async fn run(live: Arc<Live>, client: reqwest::Client) {
+    loop {
+        let snap = live.snapshot();
+        let timeout = Duration::from_millis(snap.config.probe_timeout_ms);
+        let probes = snap.endpoints.iter().map(|ep| {
+            let client = &client;
+            async move {
+                let ok = matches!(
+                    tokio::time::timeout(timeout, client.get(&ep.ready_url).send()).await,
+                    Ok(Ok(r)) if r.status().is_success()
+                );
+                (ep, ok)
+            }
+        });
+        for (ep, ok) in futures::future::join_all(probes).await {
+            live.set_up(ep, ok);
+        }
+        tokio::time::sleep(Duration::from_millis(snap.config.probe_interval_ms)).await;
+    }
+}

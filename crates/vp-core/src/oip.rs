@@ -1,0 +1,232 @@
+//! Open Inference Protocol v2 (KServe/Triton REST) wire types used by the variant server and the aggregator, and
+//! the parsing of a variant's top-k reply. Only the JSON tensor form is supported (no binary extension).
+
+use crate::topk::TopK;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `POST /v2/models/{name}/infer` body.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InferRequest {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub inputs: Vec<RequestTensor>,
+    #[serde(default)]
+    pub parameters: Option<Map<String, Value>>,
+}
+
+/// One input tensor of a request; `data` is checked by [`crate::InputSpec::validate`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct RequestTensor {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub datatype: String,
+    pub data: Value,
+}
+
+/// A request as the aggregator sends it to a variant (serialises `data` as a flat array of numbers).
+#[derive(Debug, Serialize)]
+pub struct OutgoingRequest<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    pub inputs: [OutgoingTensor<'a>; 1],
+    pub parameters: KParam,
+}
+
+/// The single uint8 image tensor of an outgoing request.
+#[derive(Debug, Serialize)]
+pub struct OutgoingTensor<'a> {
+    pub name: &'a str,
+    pub shape: Vec<usize>,
+    pub datatype: &'static str,
+    pub data: &'a [u8],
+}
+
+/// Request parameters the data plane understands.
+#[derive(Debug, Serialize)]
+pub struct KParam {
+    pub k: usize,
+}
+
+/// `infer` reply body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InferResponse {
+    pub model_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Map<String, Value>>,
+    pub outputs: Vec<ResponseTensor>,
+}
+
+/// One output tensor of a reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResponseTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub datatype: String,
+    pub data: TensorData,
+}
+
+/// Flat tensor data of a reply.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum TensorData {
+    I64(Vec<i64>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl TensorData {
+    fn as_f64(&self) -> Vec<f64> {
+        match self {
+            TensorData::I64(v) => v.iter().map(|&x| x as f64).collect(),
+            TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            TensorData::F64(v) => v.clone(),
+        }
+    }
+}
+
+/// Builds a variant's reply from top-k rows: outputs `classes` (INT64 `[N, k]`) and `probs` (FP32 `[N, k]`).
+pub fn topk_response(
+    model_name: &str,
+    id: Option<String>,
+    rows: &[TopK],
+    k: usize,
+) -> InferResponse {
+    let mut classes = Vec::with_capacity(rows.len() * k);
+    let mut probs = Vec::with_capacity(rows.len() * k);
+    for r in rows {
+        for &(c, p) in &r.entries {
+            classes.push(c as i64);
+            probs.push(p);
+        }
+    }
+    let shape = vec![rows.len(), k];
+    InferResponse {
+        model_name: model_name.to_string(),
+        id,
+        parameters: None,
+        outputs: vec![
+            ResponseTensor {
+                name: "classes".into(),
+                shape: shape.clone(),
+                datatype: "INT64".into(),
+                data: TensorData::I64(classes),
+            },
+            ResponseTensor {
+                name: "probs".into(),
+                shape,
+                datatype: "FP32".into(),
+                data: TensorData::F32(probs),
+            },
+        ],
+    }
+}
+
+/// Reads the top-k rows out of a variant's reply, checking it answers `n` samples with `k` entries each and only
+/// names classes below `classes`.
+pub fn parse_topk_response(
+    resp: &InferResponse,
+    n: usize,
+    k: usize,
+    classes: usize,
+) -> Result<Vec<TopK>, String> {
+    let find = |name: &str| {
+        resp.outputs
+            .iter()
+            .find(|o| o.name == name)
+            .ok_or_else(|| format!("reply has no output named {name:?}"))
+    };
+    let (c, p) = (find("classes")?, find("probs")?);
+    if c.shape != [n, k] || p.shape != [n, k] {
+        return Err(format!(
+            "reply shapes {:?}/{:?}, expected [{n}, {k}]",
+            c.shape, p.shape
+        ));
+    }
+    let (cv, pv) = (c.data.as_f64(), p.data.as_f64());
+    if cv.len() != n * k || pv.len() != n * k {
+        return Err("reply data length does not match its shape".into());
+    }
+    let mut rows = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut entries = Vec::with_capacity(k);
+        for j in i * k..(i + 1) * k {
+            let cls = cv[j];
+            if !(cls >= 0.0 && cls.fract() == 0.0 && (cls as usize) < classes) {
+                return Err(format!("reply names class {cls}, outside 0..{classes}"));
+            }
+            let prob = pv[j];
+            if !(0.0..=1.0 + 1e-6).contains(&prob) {
+                return Err(format!("reply has probability {prob}, outside [0, 1]"));
+            }
+            entries.push((cls as usize, prob as f32));
+        }
+        rows.push(TopK { entries });
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topk_reply_round_trips_through_json() {
+        let rows = vec![
+            TopK {
+                entries: vec![(3, 0.7), (1, 0.2)],
+            },
+            TopK {
+                entries: vec![(0, 0.5), (9, 0.25)],
+            },
+        ];
+        let resp = topk_response("v0", Some("r1".into()), &rows, 2);
+        let text = serde_json::to_string(&resp).expect("json");
+        assert!(text.contains("\"datatype\":\"INT64\""), "{text}");
+        let back: InferResponse = serde_json::from_str(&text).expect("parse");
+        assert_eq!(parse_topk_response(&back, 2, 2, 10), Ok(rows));
+    }
+
+    #[test]
+    fn bad_replies_are_rejected() {
+        let rows = vec![TopK {
+            entries: vec![(3, 0.7)],
+        }];
+        let resp = topk_response("v0", None, &rows, 1);
+        assert!(parse_topk_response(&resp, 2, 1, 10).is_err());
+        assert!(
+            parse_topk_response(&resp, 1, 1, 3)
+                .expect_err("should fail")
+                .contains("outside")
+        );
+        let mut r2 = resp.clone();
+        r2.outputs.remove(0);
+        assert!(
+            parse_topk_response(&r2, 1, 1, 10)
+                .expect_err("should fail")
+                .contains("classes")
+        );
+    }
+
+    #[test]
+    fn outgoing_request_is_oip_json() {
+        let data = [0u8, 255, 7];
+        let req = OutgoingRequest {
+            id: None,
+            inputs: [OutgoingTensor {
+                name: "image",
+                shape: vec![1, 3],
+                datatype: "UINT8",
+                data: &data,
+            }],
+            parameters: KParam { k: 2 },
+        };
+        let v: Value = serde_json::to_value(&req).expect("json");
+        assert_eq!(v["inputs"][0]["data"], serde_json::json!([0, 255, 7]));
+        assert_eq!(v["parameters"]["k"], 2);
+        let parsed: InferRequest = serde_json::from_value(v).expect("back");
+        assert_eq!(parsed.inputs[0].shape, vec![1, 3]);
+    }
+}

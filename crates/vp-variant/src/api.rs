@@ -1,0 +1,243 @@
+//! HTTP API of the variant server (OIP v2 REST): health, metadata, infer, metrics.
+
+use crate::Args;
+use crate::loader::{LoadError, Loaded};
+use crate::metrics::Metrics;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use vp_core::oip::{InferRequest, topk_response};
+use vp_core::{InputSpec, k_from_request, top_k};
+use vp_infer::Model;
+use vp_server::{ApiError, parse_json};
+
+/// Shared state of the server.
+pub struct AppState {
+    pub name: String,
+    pub family: String,
+    pub sha256: String,
+    pub classes: usize,
+    pub default_k: usize,
+    pub spec: InputSpec,
+    pub model: Arc<Mutex<Model>>,
+    pub ready: AtomicBool,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    pub fn new(args: &Args, loaded: Loaded) -> Result<Self, LoadError> {
+        let Loaded {
+            manifest,
+            entry,
+            model,
+        } = loaded;
+        let metrics = Metrics::new(&manifest.family, &entry.name, &entry.sha256)
+            .map_err(|e| LoadError::Flag(format!("metrics registry: {e}")))?;
+        Ok(Self {
+            name: entry.name.clone(),
+            family: manifest.family.clone(),
+            sha256: entry.sha256.clone(),
+            classes: manifest.classes(),
+            default_k: args.default_k as usize,
+            spec: InputSpec::from_manifest(&manifest, args.max_batch),
+            model: Arc::new(Mutex::new(model)),
+            ready: AtomicBool::new(false),
+            metrics,
+        })
+    }
+
+    /// One inference on an all-zero sample so the first real request does not pay for lazy initialisation.
+    pub async fn warm_up(&self) -> Result<(), String> {
+        let zeros = vec![0u8; self.spec.sample_len()];
+        self.infer(zeros, 1)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.message)
+    }
+
+    /// Runs the model. Small batches run inline on the async worker (a batch-1 inference of these models takes
+    /// tens to hundreds of microseconds, less than handing it to another thread and back); larger batches go
+    /// to the blocking pool so they do not stall other connections.
+    async fn infer(&self, data: Vec<u8>, n: usize) -> Result<Vec<f32>, ApiError> {
+        let started = Instant::now();
+        let run = move |model: &Mutex<Model>| -> Result<Vec<f32>, String> {
+            let mut m = model
+                .lock()
+                .map_err(|_| "model lock poisoned".to_string())?;
+            m.run(&data, n).map_err(|e| e.to_string())
+        };
+        let out = if n <= INLINE_BATCH {
+            run(&self.model)
+        } else {
+            let model = self.model.clone();
+            tokio::task::spawn_blocking(move || run(&model))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+        }
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        self.metrics
+            .inference_duration
+            .observe(started.elapsed().as_secs_f64());
+        Ok(out)
+    }
+
+    fn check_model(&self, name: &str) -> Result<(), ApiError> {
+        if name == self.name {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!(
+                "unknown model {name:?}; this server serves {:?}",
+                self.name
+            )))
+        }
+    }
+}
+
+type Shared = Arc<AppState>;
+
+/// Largest batch run inline on the async worker.
+const INLINE_BATCH: usize = 4;
+
+/// The router with body limit, request timeout and tracing layers.
+pub fn router(state: Shared, args: &Args) -> Router {
+    let limit = args.body_limit(state.spec.sample_len());
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route(
+            "/v2/health/live",
+            get(|| async { Json(json!({"live": true})) }),
+        )
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route(
+            "/metrics",
+            get(|State(s): State<Shared>| async move {
+                vp_server::metrics_response(&s.metrics.registry)
+            }),
+        )
+        .fallback(vp_server::not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(args.request_timeout_ms),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn server_metadata() -> Json<serde_json::Value> {
+    Json(json!({"name": "vp-variant", "version": env!("CARGO_PKG_VERSION"), "extensions": []}))
+}
+
+fn ready_reply(s: &AppState) -> Response {
+    if s.ready.load(Ordering::SeqCst) {
+        Json(json!({"ready": true})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "error": "model is warming up"})),
+        )
+            .into_response()
+    }
+}
+
+async fn ready(State(s): State<Shared>) -> Response {
+    ready_reply(&s)
+}
+
+async fn model_ready(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    s.check_model(&name)?;
+    Ok(ready_reply(&s))
+}
+
+async fn model_metadata(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    s.check_model(&name)?;
+    let [c, h, w] = s.spec.chw;
+    Ok(Json(json!({
+        "name": s.name,
+        "versions": ["1"],
+        "platform": "onnxruntime_onnx",
+        "inputs": [{"name": s.spec.name, "datatype": "UINT8", "shape": [-1, c, h, w]}],
+        "outputs": [
+            {"name": "classes", "datatype": "INT64", "shape": [-1, -1]},
+            {"name": "probs", "datatype": "FP32", "shape": [-1, -1]}
+        ],
+        "parameters": {
+            "family": s.family,
+            "sha256": s.sha256,
+            "classes": s.classes,
+            "default_k": s.default_k,
+            "max_k": s.classes / 2,
+            "max_batch": s.spec.max_batch
+        }
+    })))
+}
+
+async fn infer(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = infer_inner(&s, &name, body).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) if e.status.is_client_error() => "client_error",
+        Err(_) => "server_error",
+    };
+    s.metrics.requests.with_label_values(&[outcome]).inc();
+    s.metrics
+        .request_duration
+        .with_label_values(&[outcome])
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(r) => r.into_response(),
+        Err(e) => {
+            tracing::debug!(status = %e.status, error = %e.message, "infer rejected");
+            e.into_response()
+        }
+    }
+}
+
+async fn infer_inner(
+    s: &AppState,
+    name: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<vp_core::oip::InferResponse>, ApiError> {
+    s.check_model(name)?;
+    let req: InferRequest = parse_json(body)?;
+    let k = k_from_request(&req, s.classes, s.default_k)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let batch = s
+        .spec
+        .validate(&req)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if !s.ready.load(Ordering::SeqCst) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "model is warming up; retry shortly",
+        ));
+    }
+    let probs = s.infer(batch.data, batch.n).await?;
+    let rows: Vec<_> = probs.chunks(s.classes).map(|row| top_k(row, k)).collect();
+    Ok(Json(topk_response(&s.name, req.id, &rows, k)))
+}

@@ -1,0 +1,520 @@
+//! `vpctl bench`: data-plane benchmarks on this machine, every comparison measured in the same run: bare ONNX
+//! Runtime `run` vs the variant server over HTTP (batch 1), each variant vs the baseline model, the aggregator
+//! vs the slowest variant it waits for, and bytes on the wire per request and reply.
+
+use crate::CliError;
+use crate::procs::{client, find_binary, wait_ready};
+use crate::stats::{ms, quantile};
+use crate::testset::{DEFAULT_DIR, TestSet};
+use crate::verify::read_manifest;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+use vp_core::{AggregatorConfig, Manifest, VariantEndpoint};
+use vp_infer::Model;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// The family's ensemble.yaml.
+    pub manifest: PathBuf,
+    /// Timed requests per measurement.
+    #[arg(long, default_value_t = 1000)]
+    pub iterations: usize,
+    /// Untimed requests before each measurement.
+    #[arg(long, default_value_t = 50)]
+    pub warmup: usize,
+    /// ONNX Runtime intra-op threads (bare runs and variant servers alike).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// k each variant replies with.
+    #[arg(long, default_value_t = 3)]
+    pub k: usize,
+    /// Folder with the test set (its images are the benchmark inputs).
+    #[arg(long, default_value = DEFAULT_DIR)]
+    pub data_dir: PathBuf,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Latency summary in seconds.
+#[derive(Debug, Clone, Serialize)]
+struct Lat {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+}
+
+fn summarize(v: &[f64]) -> Lat {
+    Lat {
+        p50: quantile(v, 0.5).unwrap_or(f64::NAN),
+        p90: quantile(v, 0.9).unwrap_or(f64::NAN),
+        p99: quantile(v, 0.99).unwrap_or(f64::NAN),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ModelResult {
+    name: String,
+    params: u64,
+    macs: u64,
+    bare_ort: Lat,
+    http: Option<Lat>,
+    request_bytes: Option<usize>,
+    reply_bytes: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct Results {
+    iterations: usize,
+    threads: usize,
+    k: usize,
+    cores: usize,
+    load_average: String,
+    models: Vec<ModelResult>,
+    aggregator_all: Lat,
+    direct_fanout_all: Lat,
+    aggregator_all_variants: usize,
+    aggregator_single: Lat,
+    aggregator_single_variant: String,
+}
+
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.start_kill();
+        }
+    }
+}
+
+fn free_port() -> Result<u16, CliError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| CliError::msg(format!("no free port: {e}")))
+}
+
+fn bare(
+    m: &Manifest,
+    dir: &Path,
+    name: &str,
+    set: &TestSet,
+    a: &BenchArgs,
+) -> Result<Lat, CliError> {
+    let entry = m
+        .model(name)
+        .ok_or_else(|| CliError::msg(format!("no model {name}")))?;
+    let s = &m.input.shape;
+    let mut model = Model::load(
+        &dir.join(&entry.file),
+        a.threads,
+        &m.input.name,
+        [s[0], s[1], s[2]],
+        &m.output.name,
+        m.classes(),
+    )
+    .map_err(|e| CliError::msg(e.to_string()))?;
+    let mut times = Vec::with_capacity(a.iterations);
+    for i in 0..a.warmup + a.iterations {
+        let img = set.image(i % set.len());
+        let t = Instant::now();
+        model
+            .run(img, 1)
+            .map_err(|e| CliError::msg(e.to_string()))?;
+        if i >= a.warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(summarize(&times))
+}
+
+fn body(img: &[u8], k: usize) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "UINT8", "data": img}],
+        "parameters": {"k": k}
+    }))
+    .unwrap_or_default()
+}
+
+/// Sequential batch-1 requests; returns latencies and the body sizes of the last request and reply.
+async fn http_lat(
+    http: &reqwest::Client,
+    url: &str,
+    set: &TestSet,
+    a: &BenchArgs,
+) -> Result<(Lat, usize, usize), CliError> {
+    let mut times = Vec::with_capacity(a.iterations);
+    let (mut req_len, mut reply_len) = (0, 0);
+    for i in 0..a.warmup + a.iterations {
+        let b = body(set.image(i % set.len()), a.k);
+        req_len = b.len();
+        let t = Instant::now();
+        let r = http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(b)
+            .send()
+            .await
+            .map_err(|e| CliError::msg(format!("{url}: {e}")))?;
+        let status = r.status();
+        let bytes = r
+            .bytes()
+            .await
+            .map_err(|e| CliError::msg(format!("{url}: {e}")))?;
+        if !status.is_success() {
+            return Err(CliError::msg(format!(
+                "{url}: HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )));
+        }
+        if i >= a.warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+        reply_len = bytes.len();
+    }
+    Ok((summarize(&times), req_len, reply_len))
+}
+
+/// Batch-1 requests sent to all `urls` at once; the time until the last reply.
+async fn fanout_lat(
+    http: &reqwest::Client,
+    urls: &[String],
+    set: &TestSet,
+    a: &BenchArgs,
+) -> Result<Lat, CliError> {
+    let mut times = Vec::with_capacity(a.iterations);
+    for i in 0..a.warmup + a.iterations {
+        let b = body(set.image(i % set.len()), a.k);
+        let t = Instant::now();
+        let calls = urls.iter().map(|u| {
+            let b = b.clone();
+            async move {
+                let r = http
+                    .post(u)
+                    .header("content-type", "application/json")
+                    .body(b)
+                    .send()
+                    .await
+                    .map_err(|e| CliError::msg(format!("{u}: {e}")))?;
+                r.bytes()
+                    .await
+                    .map_err(|e| CliError::msg(format!("{u}: {e}")))
+            }
+        });
+        for r in futures::future::join_all(calls).await {
+            r?;
+        }
+        if i >= a.warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(summarize(&times))
+}
+
+fn spawn(program: &Path, args: &[String]) -> Result<Child, CliError> {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| CliError::msg(format!("cannot start {}: {e}", program.display())))
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
+    let manifest_path = std::fs::canonicalize(&a.manifest)
+        .map_err(|e| CliError::msg(format!("{}: {e}", a.manifest.display())))?;
+    let m = read_manifest(&manifest_path)?;
+    let dir = manifest_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let set = TestSet::load(&a.data_dir)?;
+    vp_core::validate_k(a.k as i64, m.classes()).map_err(|e| CliError::msg(e.to_string()))?;
+    let http = client()?;
+    let variant_bin = find_binary("vp-variant")?;
+    let mut procs = Procs(Vec::new());
+    let mut endpoints = Vec::new();
+    for v in m.variants.iter().chain(std::iter::once(&m.baseline)) {
+        let port = free_port()?;
+        procs.0.push(spawn(
+            &variant_bin,
+            &[
+                "--manifest".into(),
+                manifest_path.display().to_string(),
+                "--variant".into(),
+                v.name.clone(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--threads".into(),
+                a.threads.to_string(),
+            ],
+        )?);
+        endpoints.push(VariantEndpoint {
+            name: v.name.clone(),
+            url: format!("http://127.0.0.1:{port}"),
+        });
+    }
+    for e in &endpoints {
+        if !wait_ready(
+            &http,
+            &format!("{}/v2/health/ready", e.url),
+            Duration::from_secs(60),
+        )
+        .await
+        {
+            return Err(CliError::msg(format!(
+                "variant {} did not become ready",
+                e.name
+            )));
+        }
+    }
+    println!(
+        "benchmark: {} iterations after {} warm-up, batch 1, {} ORT thread(s), k = {}, load average {}",
+        a.iterations,
+        a.warmup,
+        a.threads,
+        a.k,
+        load_average()
+    );
+    let mut models = Vec::new();
+    let base_ep = endpoints
+        .pop()
+        .ok_or_else(|| CliError::msg("no baseline endpoint"))?;
+    for (v, e) in m.variants.iter().zip(&endpoints) {
+        let b = tokio::task::block_in_place(|| bare(&m, &dir, &v.name, &set, &a))?;
+        let (h, rq, rp) = http_lat(
+            &http,
+            &format!("{}/v2/models/{}/infer", e.url, v.name),
+            &set,
+            &a,
+        )
+        .await?;
+        models.push(ModelResult {
+            name: v.name.clone(),
+            params: v.params,
+            macs: v.macs,
+            bare_ort: b,
+            http: Some(h),
+            request_bytes: Some(rq),
+            reply_bytes: Some(rp),
+        });
+    }
+    let base = tokio::task::block_in_place(|| bare(&m, &dir, &m.baseline.name, &set, &a))?;
+    let (bh, brq, brp) = http_lat(
+        &http,
+        &format!("{}/v2/models/{}/infer", base_ep.url, m.baseline.name),
+        &set,
+        &a,
+    )
+    .await?;
+    models.push(ModelResult {
+        name: m.baseline.name.clone(),
+        params: m.baseline.params,
+        macs: m.baseline.macs,
+        bare_ort: base.clone(),
+        http: Some(bh),
+        request_bytes: Some(brq),
+        reply_bytes: Some(brp),
+    });
+    // The same fan-out the aggregator does, done by this client: all variants at once, until the last reply.
+    let urls: Vec<String> = m
+        .variants
+        .iter()
+        .zip(&endpoints)
+        .map(|(v, e)| format!("{}/v2/models/{}/infer", e.url, v.name))
+        .collect();
+    let direct_all = fanout_lat(&http, &urls, &set, &a).await?;
+
+    // The aggregator over all variants, then (hot-reloaded) over the slowest variant alone.
+    let state = std::env::temp_dir().join(format!("vpctl-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&state)
+        .map_err(|e| CliError::msg(format!("{}: {e}", state.display())))?;
+    let config_path = state.join("aggregator.yaml");
+    let write_config = |eps: Vec<VariantEndpoint>| -> Result<(), CliError> {
+        let c = AggregatorConfig {
+            schema_version: 1,
+            manifest: manifest_path.clone(),
+            model_name: None,
+            top_k: a.k,
+            deadline_ms: 2000,
+            min_variants: 1,
+            combine: Default::default(),
+            weights: Default::default(),
+            probe_interval_ms: 500,
+            probe_timeout_ms: 300,
+            variants: eps,
+        };
+        let y = serde_yaml::to_string(&c).map_err(|e| CliError::msg(e.to_string()))?;
+        std::fs::write(&config_path, y)
+            .map_err(|e| CliError::msg(format!("{}: {e}", config_path.display())))
+    };
+    write_config(endpoints.clone())?;
+    let agg_port = free_port()?;
+    let agg_url = format!("http://127.0.0.1:{agg_port}");
+    procs.0.push(spawn(
+        &find_binary("vp-aggregator")?,
+        &[
+            "--config".into(),
+            config_path.display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{agg_port}"),
+        ],
+    )?);
+    if !wait_ready(
+        &http,
+        &format!("{agg_url}/v2/health/ready"),
+        Duration::from_secs(30),
+    )
+    .await
+    {
+        return Err(CliError::msg("aggregator did not become ready"));
+    }
+    let infer = format!("{agg_url}/v2/models/{}/infer", m.family);
+    let (agg_all, _, _) = http_lat(&http, &infer, &set, &a).await?;
+    let slowest = models[..m.variants.len()]
+        .iter()
+        .max_by(|x, y| {
+            let (px, py) = (
+                x.http.as_ref().map(|l| l.p50),
+                y.http.as_ref().map(|l| l.p50),
+            );
+            px.partial_cmp(&py).unwrap_or(std::cmp::Ordering::Equal)
+        })
+        .map(|r| r.name.clone())
+        .unwrap_or_default();
+    write_config(
+        endpoints
+            .iter()
+            .filter(|e| e.name == slowest)
+            .cloned()
+            .collect(),
+    )?;
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let st: serde_json::Value = http
+            .get(format!("{agg_url}/v1/status"))
+            .send()
+            .await
+            .map_err(|e| CliError::msg(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| CliError::msg(e.to_string()))?;
+        if st["variants"].as_array().map(Vec::len) == Some(1) {
+            break;
+        }
+        if Instant::now() > end {
+            return Err(CliError::msg("aggregator did not reload its config"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (agg_single, _, _) = http_lat(&http, &infer, &set, &a).await?;
+    // Re-measure the slowest variant directly right after, for the overhead comparison in the same conditions.
+    let slow_ep = endpoints
+        .iter()
+        .find(|e| e.name == slowest)
+        .map(|e| e.url.clone())
+        .unwrap_or_default();
+    let (slow_again, _, _) = http_lat(
+        &http,
+        &format!("{slow_ep}/v2/models/{slowest}/infer"),
+        &set,
+        &a,
+    )
+    .await?;
+    let _ = std::fs::remove_dir_all(&state);
+    drop(procs);
+
+    println!();
+    println!(
+        "{:<12} {:>9} {:>11} {:>12} {:>12} {:>10} {:>12} {:>10} {:>10}",
+        "model",
+        "params",
+        "MACs",
+        "ORT p50 ms",
+        "HTTP p50 ms",
+        "HTTP/ORT",
+        "vs baseline",
+        "req bytes",
+        "reply B"
+    );
+    for r in &models {
+        let h = r.http.as_ref().map(|l| l.p50);
+        println!(
+            "{:<12} {:>9} {:>11} {:>12} {:>12} {:>10} {:>12} {:>10} {:>10}",
+            r.name,
+            r.params,
+            r.macs,
+            ms(Some(r.bare_ort.p50)),
+            ms(h),
+            h.map(|x| format!("{:.2}x", x / r.bare_ort.p50))
+                .unwrap_or_else(|| "-".into()),
+            format!("{:.2}x", base.p50 / r.bare_ort.p50),
+            r.request_bytes
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| "-".into()),
+            r.reply_bytes
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    let slow_p50 = models
+        .iter()
+        .find(|r| r.name == slowest)
+        .and_then(|r| r.http.as_ref())
+        .map(|l| l.p50)
+        .unwrap_or(f64::NAN);
+    println!();
+    println!(
+        "aggregator over {} variants: p50 {} ms (p90 {}); slowest variant alone ({slowest}) p50 {} ms: {:+.3} ms",
+        m.variants.len(),
+        ms(Some(agg_all.p50)),
+        ms(Some(agg_all.p90)),
+        ms(Some(slow_p50)),
+        (agg_all.p50 - slow_p50) * 1000.0
+    );
+    println!(
+        "all {} variants asked at once by this client, until the last reply: p50 {} ms; aggregator {:+.3} ms over that",
+        m.variants.len(),
+        ms(Some(direct_all.p50)),
+        (agg_all.p50 - direct_all.p50) * 1000.0
+    );
+    println!(
+        "aggregator over {slowest} alone: p50 {} ms; {slowest} direct p50 {} ms; aggregator overhead {:+.3} ms",
+        ms(Some(agg_single.p50)),
+        ms(Some(slow_again.p50)),
+        (agg_single.p50 - slow_again.p50) * 1000.0
+    );
+    println!("load average after: {}", load_average());
+    if let Some(p) = &a.json {
+        let r = Results {
+            iterations: a.iterations,
+            threads: a.threads,
+            k: a.k,
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0),
+            load_average: load_average(),
+            models,
+            aggregator_all: agg_all,
+            direct_fanout_all: direct_all,
+            aggregator_all_variants: m.variants.len(),
+            aggregator_single: agg_single,
+            aggregator_single_variant: slowest,
+        };
+        let text = serde_json::to_string_pretty(&r).map_err(|e| CliError::msg(e.to_string()))?;
+        std::fs::write(p, text).map_err(|e| CliError::msg(format!("{}: {e}", p.display())))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! Reads the gzip'd IDX files of a data set's test split (the Fashion-MNIST format: images `[n, rows, cols]`
+//! uint8, labels `[n]` uint8).
+
+use crate::CliError;
+use flate2::read::GzDecoder;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Default folder of the Fashion-MNIST files (Debian package `dataset-fashion-mnist`).
+pub const DEFAULT_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// A labelled test split.
+pub struct TestSet {
+    pub rows: usize,
+    pub cols: usize,
+    /// `n * rows * cols` bytes.
+    pub images: Vec<u8>,
+    pub labels: Vec<u8>,
+}
+
+impl TestSet {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// The bytes of sample `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let s = self.rows * self.cols;
+        &self.images[i * s..(i + 1) * s]
+    }
+
+    /// Loads `t10k-images-idx3-ubyte.gz` and `t10k-labels-idx1-ubyte.gz` from `dir`.
+    pub fn load(dir: &Path) -> Result<Self, CliError> {
+        let read = |name: &str| -> Result<Vec<u8>, CliError> {
+            let p: PathBuf = dir.join(name);
+            let f = std::fs::File::open(&p).map_err(|e| {
+                CliError::msg(format!(
+                    "cannot open {}: {e} (run scripts/setup.sh to install the data set, or pass --data-dir)",
+                    p.display()
+                ))
+            })?;
+            let mut out = Vec::new();
+            GzDecoder::new(f).read_to_end(&mut out).map_err(|e| {
+                CliError::msg(format!("{}: not a readable gzip file: {e}", p.display()))
+            })?;
+            Ok(out)
+        };
+        parse(
+            &read("t10k-images-idx3-ubyte.gz")?,
+            &read("t10k-labels-idx1-ubyte.gz")?,
+        )
+    }
+}
+
+fn be_u32(b: &[u8], at: usize) -> Option<usize> {
+    b.get(at..at + 4)
+        .map(|x| u32::from_be_bytes([x[0], x[1], x[2], x[3]]) as usize)
+}
+
+/// Parses decompressed IDX image and label files.
+pub fn parse(images: &[u8], labels: &[u8]) -> Result<TestSet, CliError> {
+    let bad = |m: &str| CliError::msg(format!("invalid IDX data: {m}"));
+    if be_u32(images, 0) != Some(2051) {
+        return Err(bad("image file magic is not 2051"));
+    }
+    if be_u32(labels, 0) != Some(2049) {
+        return Err(bad("label file magic is not 2049"));
+    }
+    let (n, rows, cols) = (
+        be_u32(images, 4).ok_or_else(|| bad("short header"))?,
+        be_u32(images, 8).ok_or_else(|| bad("short header"))?,
+        be_u32(images, 12).ok_or_else(|| bad("short header"))?,
+    );
+    let nl = be_u32(labels, 4).ok_or_else(|| bad("short header"))?;
+    if n != nl {
+        return Err(bad("image and label counts differ"));
+    }
+    let body = images.get(16..).ok_or_else(|| bad("short image file"))?;
+    let lbody = labels.get(8..).ok_or_else(|| bad("short label file"))?;
+    if body.len() != n * rows * cols || lbody.len() != n {
+        return Err(bad("file length does not match its header"));
+    }
+    Ok(TestSet {
+        rows,
+        cols,
+        images: body.to_vec(),
+        labels: lbody.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx(magic: u32, dims: &[u32], body: &[u8]) -> Vec<u8> {
+        let mut v = magic.to_be_bytes().to_vec();
+        for d in dims {
+            v.extend_from_slice(&d.to_be_bytes());
+        }
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn parses_a_tiny_set() {
+        let t = parse(
+            &idx(2051, &[2, 1, 2], &[1, 2, 3, 4]),
+            &idx(2049, &[2], &[7, 9]),
+        )
+        .expect("ok");
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.image(1), &[3, 4]);
+        assert_eq!(t.labels, vec![7, 9]);
+    }
+
+    #[test]
+    fn rejects_inconsistent_files() {
+        assert!(parse(&idx(2050, &[1, 1, 1], &[1]), &idx(2049, &[1], &[0])).is_err());
+        assert!(parse(&idx(2051, &[2, 1, 1], &[1]), &idx(2049, &[2], &[0, 1])).is_err());
+        assert!(parse(&idx(2051, &[1, 1, 1], &[1]), &idx(2049, &[2], &[0, 1])).is_err());
+        assert!(parse(&[0, 0], &[]).is_err());
+    }
+}
