@@ -10,13 +10,19 @@ pub const BINARY_ENV: &str = "VP_CONTROLPLANE_BIN";
 
 /// The binary's path from the given environment values (pure: `explicit` is `$VP_CONTROLPLANE_BIN`, `cache`
 /// is `$VP_CACHE`, `home` is `$HOME`).
-pub(crate) fn resolve(explicit: Option<String>, cache: Option<String>, home: Option<String>) -> PathBuf {
+pub(crate) fn resolve(
+    explicit: Option<String>,
+    cache: Option<String>,
+    home: Option<String>,
+) -> PathBuf {
     if let Some(p) = explicit.filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
     let cache = match cache.filter(|c| !c.is_empty()) {
         Some(c) => PathBuf::from(c),
-        None => PathBuf::from(home.unwrap_or_else(|| "/root".into())).join(".cache/variant-parallel"),
+        None => {
+            PathBuf::from(home.unwrap_or_else(|| "/root".into())).join(".cache/variant-parallel")
+        }
     };
     cache.join("bin/vp-controlplane")
 }
@@ -29,7 +35,10 @@ pub fn binary_path() -> Result<PathBuf, Error> {
     if path.is_file() {
         Ok(path)
     } else {
-        Err(Error::BinaryMissing { path, env: BINARY_ENV })
+        Err(Error::BinaryMissing {
+            path,
+            env: BINARY_ENV,
+        })
     }
 }
 
@@ -45,7 +54,10 @@ mod tests {
 
     #[test]
     fn cache_then_home() {
-        assert_eq!(resolve(None, Some("/c".into()), Some("/h".into())), PathBuf::from("/c/bin/vp-controlplane"));
+        assert_eq!(
+            resolve(None, Some("/c".into()), Some("/h".into())),
+            PathBuf::from("/c/bin/vp-controlplane")
+        );
         assert_eq!(
             resolve(Some(String::new()), None, Some("/h".into())),
             PathBuf::from("/h/.cache/variant-parallel/bin/vp-controlplane")
@@ -54,7 +66,10 @@ mod tests {
 
     #[test]
     fn missing_binary_says_to_run_setup() {
-        let err = Error::BinaryMissing { path: "/nope/vp-controlplane".into(), env: BINARY_ENV };
+        let err = Error::BinaryMissing {
+            path: "/nope/vp-controlplane".into(),
+            env: BINARY_ENV,
+        };
         let msg = err.to_string();
         assert!(msg.contains("scripts/setup.sh"), "{msg}");
         assert!(msg.contains("/nope/vp-controlplane"), "{msg}");

@@ -59,8 +59,11 @@ impl ControlPlane {
         let bin = binary_path()?;
         let (base, log) = new_run_dirs()?;
         let data = base.join("data");
-        let log_file = File::create(&log).map_err(|e| Error::io(format!("create {}", log.display()), e))?;
-        let log_err = log_file.try_clone().map_err(|e| Error::io("duplicate log handle", e))?;
+        let log_file =
+            File::create(&log).map_err(|e| Error::io(format!("create {}", log.display()), e))?;
+        let log_err = log_file
+            .try_clone()
+            .map_err(|e| Error::io("duplicate log handle", e))?;
         let mut cmd = Command::new(&bin);
         cmd.arg("up")
             .arg("--data-dir")
@@ -79,11 +82,24 @@ impl ControlPlane {
                 cmd.arg(format!("{flag}={a}"));
             }
         }
-        cmd.stdin(Stdio::piped()).stdout(log_file).stderr(log_err).process_group(0);
-        let mut child = cmd.spawn().map_err(|e| Error::io(format!("start {}", bin.display()), e))?;
+        cmd.stdin(Stdio::piped())
+            .stdout(log_file)
+            .stderr(log_err)
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("start {}", bin.display()), e))?;
         let stdin = child.stdin.take();
-        let owned = Owned { child, stdin, base: base.clone() };
-        let mut cp = ControlPlane { state: placeholder_state(&data), log, process: Some(Mutex::new(owned)) };
+        let owned = Owned {
+            child,
+            stdin,
+            base: base.clone(),
+        };
+        let mut cp = ControlPlane {
+            state: placeholder_state(&data),
+            log,
+            process: Some(Mutex::new(owned)),
+        };
         cp.state = cp.wait_ready(&data).await?;
         Ok(cp)
     }
@@ -92,10 +108,15 @@ impl ControlPlane {
     /// It is left running when the value is dropped.
     pub fn attach(data_dir: &Path) -> Result<ControlPlane, Error> {
         match state::read(data_dir)? {
-            Some(state) => Ok(ControlPlane { log: data_dir.join("controlplane.log"), state, process: None }),
+            Some(state) => Ok(ControlPlane {
+                log: data_dir.join("controlplane.log"),
+                state,
+                process: None,
+            }),
             None => Err(Error::State {
                 path: state::path(data_dir),
-                message: "no ready control plane there (start one with scripts/controlplane.sh up)".into(),
+                message: "no ready control plane there (start one with scripts/controlplane.sh up)"
+                    .into(),
             }),
         }
     }
@@ -107,7 +128,11 @@ impl ControlPlane {
                 return Ok(state);
             }
             if let Some(status) = self.exit_status() {
-                return Err(Error::Exited { status, log: self.log.clone(), tail: log_tail(&self.log) });
+                return Err(Error::Exited {
+                    status,
+                    log: self.log.clone(),
+                    tail: log_tail(&self.log),
+                });
             }
             if began.elapsed() > START_TIMEOUT {
                 return Err(Error::StartTimeout {
@@ -148,7 +173,10 @@ impl ControlPlane {
     /// A client with admin rights (group `system:masters`), bound to the caller's tokio runtime.
     pub async fn client(&self) -> Result<kube::Client, Error> {
         let path = self.kubeconfig();
-        let bad = |message: String| Error::Kubeconfig { path: path.to_path_buf(), message };
+        let bad = |message: String| Error::Kubeconfig {
+            path: path.to_path_buf(),
+            message,
+        };
         let kc = Kubeconfig::read_from(path).map_err(|e| bad(e.to_string()))?;
         let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await
@@ -158,13 +186,20 @@ impl ControlPlane {
 
     /// A client authenticated as a service account (with a fresh token from the TokenRequest API), so that a
     /// test sees exactly what that account's RBAC allows.
-    pub async fn client_for_service_account(&self, namespace: &str, name: &str) -> Result<kube::Client, Error> {
+    pub async fn client_for_service_account(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<kube::Client, Error> {
         use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
         use k8s_openapi::api::core::v1::ServiceAccount;
         let admin = self.client().await?;
         let sas: kube::Api<ServiceAccount> = kube::Api::namespaced(admin, namespace);
         let req = TokenRequest {
-            spec: TokenRequestSpec { audiences: vec![], expiration_seconds: Some(3600), ..Default::default() },
+            spec: Some(TokenRequestSpec {
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let what = format!("request a token for service account {namespace}/{name}");
@@ -173,15 +208,21 @@ impl ControlPlane {
             .await
             .map_err(|e| Error::kube(what.clone(), e))?
             .status
-            .map(|s| s.token)
+            .and_then(|s| s.token)
             .ok_or_else(|| Error::Invalid(format!("{what}: reply without a token")))?;
         let path = self.kubeconfig();
-        let bad = |message: String| Error::Kubeconfig { path: path.to_path_buf(), message };
+        let bad = |message: String| Error::Kubeconfig {
+            path: path.to_path_buf(),
+            message,
+        };
         let kc = Kubeconfig::read_from(path).map_err(|e| bad(e.to_string()))?;
         let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await
             .map_err(|e| bad(e.to_string()))?;
-        config.auth_info = kube::config::AuthInfo { token: Some(token.into()), ..Default::default() };
+        config.auth_info = kube::config::AuthInfo {
+            token: Some(token.into()),
+            ..Default::default()
+        };
         config.default_namespace = namespace.to_string();
         kube::Client::try_from(config).map_err(|e| bad(e.to_string()))
     }
@@ -194,7 +235,9 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        let Some(process) = self.process.take() else { return };
+        let Some(process) = self.process.take() else {
+            return;
+        };
         let mut owned = process.into_inner().unwrap_or_else(|p| p.into_inner());
         // Closing stdin asks the control plane to stop cleanly.
         drop(owned.stdin.take());
@@ -217,19 +260,27 @@ impl Drop for ControlPlane {
 fn new_run_dirs() -> Result<(PathBuf, PathBuf), Error> {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let root = std::env::temp_dir().join("vp-testenv");
-    std::fs::create_dir_all(&root).map_err(|e| Error::io(format!("create {}", root.display()), e))?;
+    std::fs::create_dir_all(&root)
+        .map_err(|e| Error::io(format!("create {}", root.display()), e))?;
     prune_old_logs(&root);
-    let id = format!("{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+    let id = format!(
+        "{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
     let base = root.join(format!("run-{id}"));
     let _ = std::fs::remove_dir_all(&base);
-    std::fs::create_dir_all(&base).map_err(|e| Error::io(format!("create {}", base.display()), e))?;
+    std::fs::create_dir_all(&base)
+        .map_err(|e| Error::io(format!("create {}", base.display()), e))?;
     Ok((base, root.join(format!("controlplane-{id}.log"))))
 }
 
 /// Removes logs older than a day and empty run directories older than an hour (left by shared control planes,
 /// whose process deletes its data but not the directory's parent).
 fn prune_old_logs(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else { return };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
     for e in entries.flatten() {
         let age = e
             .metadata()

@@ -20,10 +20,18 @@ pub enum Error {
     },
     /// The control plane process exited before it became ready.
     #[error("the control plane exited during start ({status}); last lines of {log}:\n{tail}")]
-    Exited { status: String, log: PathBuf, tail: String },
+    Exited {
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
     /// The control plane did not become ready in time.
     #[error("the control plane was not ready after {seconds} s; last lines of {log}:\n{tail}")]
-    StartTimeout { seconds: u64, log: PathBuf, tail: String },
+    StartTimeout {
+        seconds: u64,
+        log: PathBuf,
+        tail: String,
+    },
     /// The shared control plane of this test binary failed to start (for an earlier test, or this one).
     #[error("the shared test control plane could not be started: {0}")]
     Shared(String),
@@ -48,15 +56,25 @@ pub enum Error {
     Invalid(String),
     /// A [`crate::wait::until`] condition did not hold in time.
     #[error("timed out after {seconds:.1} s waiting for {what}{last}")]
-    Timeout { what: String, seconds: f64, last: String },
+    Timeout {
+        what: String,
+        seconds: f64,
+        last: String,
+    },
 }
 
 impl Error {
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { what: what.into(), source }
+        Error::Io {
+            what: what.into(),
+            source,
+        }
     }
 
     pub(crate) fn kube(what: impl Into<String>, source: kube::Error) -> Self {
-        Error::Kube { what: what.into(), source }
+        Error::Kube {
+            what: what.into(),
+            source,
+        }
     }
 }

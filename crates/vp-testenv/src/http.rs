@@ -22,7 +22,12 @@ pub(crate) struct Reply {
 }
 
 /// Sends `method path` with an optional JSON body to `base` (`http://127.0.0.1:PORT`).
-pub(crate) async fn call(base: &str, method: &str, path: &str, body: Option<&str>) -> Result<Reply, Error> {
+pub(crate) async fn call(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<Reply, Error> {
     let addr = base
         .strip_prefix("http://")
         .ok_or_else(|| Error::Simulator(format!("unsupported simulator URL {base:?}")))?;
@@ -36,7 +41,11 @@ pub(crate) async fn call(base: &str, method: &str, path: &str, body: Option<&str
     };
     let raw = tokio::time::timeout(CALL_TIMEOUT, io)
         .await
-        .map_err(|_| Error::Simulator(format!("{method} {base}{path}: no reply within {CALL_TIMEOUT:?}")))?
+        .map_err(|_| {
+            Error::Simulator(format!(
+                "{method} {base}{path}: no reply within {CALL_TIMEOUT:?}"
+            ))
+        })?
         .map_err(|e| Error::Simulator(format!("{method} {base}{path}: {e}")))?;
     parse_reply(&raw).map_err(|m| Error::Simulator(format!("{method} {base}{path}: {m}")))
 }
@@ -53,7 +62,9 @@ fn build_request(method: &str, host: &str, path: &str, body: Option<&str>) -> St
 /// Parses a complete HTTP/1.1 reply (the server closed the connection). Chunked bodies are decoded.
 fn parse_reply(raw: &[u8]) -> Result<Reply, String> {
     let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("truncated reply (no header end)")?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or("truncated reply (no header end)")?;
     let mut lines = head.lines();
     let status_line = lines.next().ok_or("empty reply")?;
     let status = status_line
@@ -65,7 +76,11 @@ fn parse_reply(raw: &[u8]) -> Result<Reply, String> {
         let l = l.to_ascii_lowercase();
         l.starts_with("transfer-encoding:") && l.contains("chunked")
     });
-    let body = if chunked { dechunk(body)? } else { body.to_string() };
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_string()
+    };
     Ok(Reply { status, body })
 }
 
@@ -73,13 +88,17 @@ fn dechunk(mut rest: &str) -> Result<String, String> {
     let mut out = String::new();
     loop {
         let (size, after) = rest.split_once("\r\n").ok_or("truncated chunk header")?;
-        let size = usize::from_str_radix(size.trim(), 16).map_err(|_| format!("bad chunk size {size:?}"))?;
+        let size = usize::from_str_radix(size.trim(), 16)
+            .map_err(|_| format!("bad chunk size {size:?}"))?;
         if size == 0 {
             return Ok(out);
         }
         let chunk = after.get(..size).ok_or("truncated chunk")?;
         out.push_str(chunk);
-        rest = after.get(size..).and_then(|r| r.strip_prefix("\r\n")).ok_or("chunk without CRLF")?;
+        rest = after
+            .get(size..)
+            .and_then(|r| r.strip_prefix("\r\n"))
+            .ok_or("chunk without CRLF")?;
     }
 }
 
@@ -109,7 +128,11 @@ mod tests {
     fn rejects_garbage() {
         assert!(parse_reply(b"").is_err());
         assert!(parse_reply(b"HTTP/1.1 OK\r\n\r\n").is_err());
-        assert!(parse_reply(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err());
-        assert!(parse_reply(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab").is_err());
+        assert!(
+            parse_reply(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err()
+        );
+        assert!(
+            parse_reply(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab").is_err()
+        );
     }
 }

@@ -38,7 +38,6 @@ mod shared;
 mod state;
 pub mod wait;
 
-
 pub use binary::{BINARY_ENV, binary_path};
 pub use control_plane::{ControlPlane, StartOptions};
 pub use error::Error;

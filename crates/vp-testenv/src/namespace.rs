@@ -18,7 +18,10 @@ const DEFAULT_SA_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn unique_name(prefix: &str) -> String {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() % 100_000).unwrap_or_default();
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() % 100_000)
+        .unwrap_or_default();
     let mut name = format!("{}-{}-{n}-{t}", prefix, base36(std::process::id()));
     name.truncate(63);
     name.trim_end_matches('-').to_string()
@@ -84,21 +87,31 @@ impl ControlPlane {
         let client = self.client().await?;
         let name = unique_name(prefix);
         let api: Api<Namespace> = Api::all(client.clone());
-        let ns = Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         api.create(&PostParams::default(), &ns)
             .await
             .map_err(|e| Error::kube(format!("create namespace {name}"), e))?;
         let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
-        until(&format!("service account default in namespace {name}"), DEFAULT_SA_TIMEOUT, || {
-            let sas = sas.clone();
-            async move {
-                match sas.get_opt("default").await {
-                    Ok(Some(_)) => Ok(Poll::Ready(())),
-                    Ok(None) => Ok(Poll::Pending("not created yet".into())),
-                    Err(e) => Ok(Poll::Pending(e.to_string())),
+        until(
+            &format!("service account default in namespace {name}"),
+            DEFAULT_SA_TIMEOUT,
+            || {
+                let sas = sas.clone();
+                async move {
+                    match sas.get_opt("default").await {
+                        Ok(Some(_)) => Ok(Poll::Ready(())),
+                        Ok(None) => Ok(Poll::Pending("not created yet".into())),
+                        Err(e) => Ok(Poll::Pending(e.to_string())),
+                    }
                 }
-            }
-        })
+            },
+        )
         .await?;
         Ok(TestNamespace { name, client })
     }
@@ -115,7 +128,11 @@ mod tests {
         assert_ne!(a, b);
         for n in [&a, &b] {
             assert!(n.starts_with("edge-") && n.len() <= 63, "{n}");
-            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{n}");
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{n}"
+            );
         }
         let long = unique_name(&"x".repeat(80));
         assert!(long.len() <= 63 && !long.ends_with('-'), "{long}");

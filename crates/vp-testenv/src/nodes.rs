@@ -37,7 +37,10 @@ fn is_zero(n: &u32) -> bool {
 impl NodeSpec {
     /// A node with default capacity.
     pub fn new(name: impl Into<String>) -> Self {
-        NodeSpec { name: name.into(), ..Default::default() }
+        NodeSpec {
+            name: name.into(),
+            ..Default::default()
+        }
     }
 
     /// Adds a label.
@@ -101,22 +104,31 @@ impl ControlPlane {
 
     /// Stops a node's heartbeats as if it lost power.
     pub async fn kill_node(&self, name: &str) -> Result<NodeInfo, Error> {
-        self.sim_call("POST", &node_path(name, "/kill")?, None, 200).await
+        self.sim_call("POST", &node_path(name, "/kill")?, None, 200)
+            .await
     }
 
     /// Stops a node's heartbeats as if it lost its network; its pods keep running.
     pub async fn partition_node(&self, name: &str) -> Result<NodeInfo, Error> {
-        self.sim_call("POST", &node_path(name, "/partition")?, None, 200).await
+        self.sim_call("POST", &node_path(name, "/partition")?, None, 200)
+            .await
     }
 
     /// Brings a killed or partitioned node back.
     pub async fn revive_node(&self, name: &str) -> Result<NodeInfo, Error> {
-        self.sim_call("POST", &node_path(name, "/revive")?, None, 200).await
+        self.sim_call("POST", &node_path(name, "/revive")?, None, 200)
+            .await
     }
 
     /// Stops a node and deletes its Node object.
     pub async fn remove_node(&self, name: &str) -> Result<(), Error> {
-        let reply = http::call(&self.state().simulator, "DELETE", &node_path(name, "")?, None).await?;
+        let reply = http::call(
+            &self.state().simulator,
+            "DELETE",
+            &node_path(name, "")?,
+            None,
+        )
+        .await?;
         expect_status(reply, 204).map(|_| ())
     }
 
@@ -134,7 +146,8 @@ impl ControlPlane {
     ) -> Result<T, Error> {
         let reply = http::call(&self.state().simulator, method, path, body).await?;
         let body = expect_status(reply, want)?;
-        serde_json::from_str(&body).map_err(|e| Error::Simulator(format!("unreadable reply {body:?}: {e}")))
+        serde_json::from_str(&body)
+            .map_err(|e| Error::Simulator(format!("unreadable reply {body:?}: {e}")))
     }
 }
 
@@ -142,9 +155,13 @@ impl ControlPlane {
 fn node_path(name: &str, suffix: &str) -> Result<String, Error> {
     let ok = !name.is_empty()
         && name.len() <= 253
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
     if !ok {
-        return Err(Error::Invalid(format!("{name:?} is not a valid node name (a DNS subdomain)")));
+        return Err(Error::Invalid(format!(
+            "{name:?} is not a valid node name (a DNS subdomain)"
+        )));
     }
     Ok(format!("/nodes/{name}{suffix}"))
 }
@@ -158,8 +175,14 @@ fn expect_status(reply: http::Reply, want: u16) -> Result<String, Error> {
     struct ErrorBody {
         error: String,
     }
-    let message = serde_json::from_str::<ErrorBody>(&reply.body).map(|e| e.error).unwrap_or(reply.body);
-    Err(Error::Simulator(format!("HTTP {}: {}", reply.status, message.trim())))
+    let message = serde_json::from_str::<ErrorBody>(&reply.body)
+        .map(|e| e.error)
+        .unwrap_or(reply.body);
+    Err(Error::Simulator(format!(
+        "HTTP {}: {}",
+        reply.status,
+        message.trim()
+    )))
 }
 
 #[cfg(test)]
@@ -168,29 +191,46 @@ mod tests {
 
     #[test]
     fn spec_serialises_only_what_is_set() {
-        let json = serde_json::to_value(NodeSpec::new("edge-a").label("zone", "z1").cpu("2")).expect("json");
-        assert_eq!(json, serde_json::json!({"name": "edge-a", "labels": {"zone": "z1"}, "cpu": "2"}));
+        let json = serde_json::to_value(NodeSpec::new("edge-a").label("zone", "z1").cpu("2"))
+            .expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"name": "edge-a", "labels": {"zone": "z1"}, "cpu": "2"})
+        );
     }
 
     #[test]
     fn node_paths_reject_bad_names() {
-        assert_eq!(node_path("edge-1", "/kill").expect("valid"), "/nodes/edge-1/kill");
+        assert_eq!(
+            node_path("edge-1", "/kill").expect("valid"),
+            "/nodes/edge-1/kill"
+        );
         for bad in ["", "Edge", "a/b", "../x", "a b", "x?y"] {
-            assert!(matches!(node_path(bad, ""), Err(Error::Invalid(_))), "{bad:?}");
+            assert!(
+                matches!(node_path(bad, ""), Err(Error::Invalid(_))),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn error_replies_carry_the_simulator_message() {
-        let reply = http::Reply { status: 404, body: r#"{"error":"no such simulated node: x"}"#.into() };
+        let reply = http::Reply {
+            status: 404,
+            body: r#"{"error":"no such simulated node: x"}"#.into(),
+        };
         let err = expect_status(reply, 200).expect_err("404");
-        assert_eq!(err.to_string(), "node simulator: HTTP 404: no such simulated node: x");
+        assert_eq!(
+            err.to_string(),
+            "node simulator: HTTP 404: no such simulated node: x"
+        );
     }
 
     #[test]
     fn node_info_parses() {
         let info: NodeInfo =
-            serde_json::from_str(r#"{"name":"e","state":"Partitioned","ip":"127.1.1.1"}"#).expect("info");
+            serde_json::from_str(r#"{"name":"e","state":"Partitioned","ip":"127.1.1.1"}"#)
+                .expect("info");
         assert_eq!(info.state, NodeState::Partitioned);
     }
 }

@@ -35,9 +35,15 @@ pub(crate) fn read(data_dir: &Path) -> Result<Option<State>, Error> {
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| Error::State { path, message: e.to_string() }),
+            .map_err(|e| Error::State {
+                path,
+                message: e.to_string(),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::State { path, message: e.to_string() }),
+        Err(e) => Err(Error::State {
+            path,
+            message: e.to_string(),
+        }),
     }
 }
 

@@ -18,15 +18,22 @@ where
     Fut: Future<Output = Result<Poll<T>, Error>>,
 {
     let began = Instant::now();
-    let mut last = String::new();
     loop {
-        match check().await? {
+        let last = match check().await? {
             Poll::Ready(v) => return Ok(v),
-            Poll::Pending(why) => last = why,
-        }
+            Poll::Pending(why) => why,
+        };
         if began.elapsed() >= timeout {
-            let last = if last.is_empty() { last } else { format!(" (last seen: {last})") };
-            return Err(Error::Timeout { what: what.to_string(), seconds: began.elapsed().as_secs_f64(), last });
+            let last = if last.is_empty() {
+                last
+            } else {
+                format!(" (last seen: {last})")
+            };
+            return Err(Error::Timeout {
+                what: what.to_string(),
+                seconds: began.elapsed().as_secs_f64(),
+                last,
+            });
         }
         tokio::time::sleep(INTERVAL).await;
     }
@@ -51,7 +58,13 @@ mod tests {
         let v = until("n to reach 3", Duration::from_secs(5), || {
             n += 1;
             let n = n;
-            async move { Ok(if n >= 3 { Poll::Ready(n) } else { Poll::Pending(format!("n={n}")) }) }
+            async move {
+                Ok(if n >= 3 {
+                    Poll::Ready(n)
+                } else {
+                    Poll::Pending(format!("n={n}"))
+                })
+            }
         })
         .await
         .expect("ready");
@@ -66,14 +79,19 @@ mod tests {
         .await
         .expect_err("timeout");
         let msg = err.to_string();
-        assert!(msg.contains("waiting for never") && msg.contains("still no"), "{msg}");
+        assert!(
+            msg.contains("waiting for never") && msg.contains("still no"),
+            "{msg}"
+        );
     }
 
     #[tokio::test]
     async fn errors_end_the_wait() {
-        let err = until::<(), _, _>("x", Duration::from_secs(5), || async { Err(Error::Invalid("boom".into())) })
-            .await
-            .expect_err("error");
+        let err = until::<(), _, _>("x", Duration::from_secs(5), || async {
+            Err(Error::Invalid("boom".into()))
+        })
+        .await
+        .expect_err("error");
         assert!(err.to_string().contains("boom"));
     }
 }
