@@ -138,6 +138,8 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 		"--service-cluster-ip-range=" + serviceClusterIPRange,
 		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
 		"--allow-privileged=true", "--profiling=false",
+		// Loopback may not be published as the kubernetes Service endpoint; nothing here runs in-cluster clients.
+		"--endpoint-reconciler-type=none",
 	}, opts.APIServerArgs...))
 
 	cfg, err := clientcmd.BuildConfigFromFlags("", admin)

@@ -276,18 +276,26 @@ func (s *Simulator) heartbeat(ctx context.Context, name string) {
 }
 
 func (s *Simulator) register(ctx context.Context, node *corev1.Node) error {
-	status := node.Status
-	created, err := s.client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
-	if err != nil {
+	want := node.Status
+	if _, err := s.client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("%w: register node %s: %w", errAPI, node.Name, err)
 	}
-	created.Status.Capacity = status.Capacity
-	created.Status.Allocatable = status.Allocatable
-	created.Status.Addresses = status.Addresses
-	created.Status.NodeInfo = status.NodeInfo
-	created.Status.DaemonEndpoints = status.DaemonEndpoints
-	created.Status.Conditions = ReadyConditions(nil, metav1.Now())
-	if _, err := s.client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+	// The status is written separately (as a kubelet does); controllers may touch the new node meanwhile.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		current, err := s.client.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		current.Status.Capacity = want.Capacity
+		current.Status.Allocatable = want.Allocatable
+		current.Status.Addresses = want.Addresses
+		current.Status.NodeInfo = want.NodeInfo
+		current.Status.DaemonEndpoints = want.DaemonEndpoints
+		current.Status.Conditions = ReadyConditions(current.Status.Conditions, metav1.Now())
+		_, err = s.client.CoreV1().Nodes().UpdateStatus(ctx, current, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("%w: post initial status of node %s: %w", errAPI, node.Name, err)
 	}
 	return nil
