@@ -9,7 +9,8 @@
 # data/kubeconfig, data/state.json), controlplane.log and pid. Build it first with scripts/setup-controlplane.sh.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-. "$root/scripts/env.sh"
+# env.sh may return non-zero when no ONNX Runtime library is found; only its exports matter here.
+. "$root/scripts/env.sh" || true
 dir=${VP_CONTROLPLANE_DIR:-$VP_CACHE/controlplane-run}
 bin=${VP_CONTROLPLANE_BIN:-$VP_CACHE/bin/vp-controlplane}
 data="$dir/data"

@@ -6,7 +6,8 @@
 # docs/testing.md); GOMODCACHE and GOCACHE keep their defaults and make later rebuilds incremental.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-. "$root/scripts/env.sh"
+# env.sh may return non-zero when no ONNX Runtime library is found; only its exports matter here.
+. "$root/scripts/env.sh" || true
 helm_version=v4.3.1
 src="$root/tests/controlplane"
 bin="$VP_CACHE/bin"

@@ -4,7 +4,8 @@
 # running. The Rust proof tests (crates/vp-testenv) run with the workspace in scripts/test-rust.sh.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-. "$root/scripts/env.sh"
+# env.sh may return non-zero when no ONNX Runtime library is found; only its exports matter here.
+. "$root/scripts/env.sh" || true
 command -v go >/dev/null 2>&1 || export PATH="/usr/local/go/bin:$PATH"
 
 cd "$root/tests/controlplane"

@@ -49,7 +49,7 @@ pub struct ControlPlane {
 struct Owned {
     child: Child,
     stdin: Option<ChildStdin>,
-    base: PathBuf,
+    data: PathBuf,
 }
 
 impl ControlPlane {
@@ -57,8 +57,7 @@ impl ControlPlane {
     /// scheduler running, the requested nodes Ready and schedulable.
     pub async fn start(opts: StartOptions) -> Result<ControlPlane, Error> {
         let bin = binary_path()?;
-        let (base, log) = new_run_dirs()?;
-        let data = base.join("data");
+        let (data, log) = new_run_dirs()?;
         let log_file =
             File::create(&log).map_err(|e| Error::io(format!("create {}", log.display()), e))?;
         let log_err = log_file
@@ -93,7 +92,7 @@ impl ControlPlane {
         let owned = Owned {
             child,
             stdin,
-            base: base.clone(),
+            data: data.clone(),
         };
         let mut cp = ControlPlane {
             state: placeholder_state(&data),
@@ -252,11 +251,13 @@ impl Drop for ControlPlane {
             let _ = owned.child.kill();
             let _ = owned.child.wait();
         }
-        let _ = std::fs::remove_dir_all(&owned.base);
+        // Normally already gone (the process deletes it); not if the process had to be killed.
+        let _ = std::fs::remove_dir_all(&owned.data);
     }
 }
 
-/// Creates `$TMPDIR/vp-testenv/run-<pid>-<n>` (data) and the log path beside it, pruning old logs.
+/// Picks `$TMPDIR/vp-testenv/run-<pid>-<n>` for the data (created by the control plane, which deletes it when
+/// it stops) and the log path beside it, pruning old logs.
 fn new_run_dirs() -> Result<(PathBuf, PathBuf), Error> {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let root = std::env::temp_dir().join("vp-testenv");
@@ -268,15 +269,14 @@ fn new_run_dirs() -> Result<(PathBuf, PathBuf), Error> {
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     );
-    let base = root.join(format!("run-{id}"));
-    let _ = std::fs::remove_dir_all(&base);
-    std::fs::create_dir_all(&base)
-        .map_err(|e| Error::io(format!("create {}", base.display()), e))?;
-    Ok((base, root.join(format!("controlplane-{id}.log"))))
+    let data = root.join(format!("run-{id}"));
+    // A leftover of an earlier process with the same pid (its control plane was killed) is stale.
+    let _ = std::fs::remove_dir_all(&data);
+    Ok((data, root.join(format!("controlplane-{id}.log"))))
 }
 
-/// Removes logs older than a day and empty run directories older than an hour (left by shared control planes,
-/// whose process deletes its data but not the directory's parent).
+/// Removes logs older than a day, and data directories older than a day whose control plane was killed
+/// before it could delete them.
 fn prune_old_logs(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
@@ -288,12 +288,14 @@ fn prune_old_logs(root: &Path) {
             .ok()
             .and_then(|t| SystemTime::now().duration_since(t).ok())
             .unwrap_or_default();
+        if age < LOG_RETENTION {
+            continue;
+        }
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".log") && age > LOG_RETENTION {
+        if name.ends_with(".log") {
             let _ = std::fs::remove_file(e.path());
-        } else if name.starts_with("run-") && age > Duration::from_secs(3600) {
-            // Fails (and is meant to) unless the directory is empty.
-            let _ = std::fs::remove_dir(e.path());
+        } else if name.starts_with("run-") {
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
 }

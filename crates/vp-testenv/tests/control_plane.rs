@@ -18,7 +18,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::json;
 use vp_testenv::wait::{Poll, until};
-use vp_testenv::{ControlPlane, Error, NodeSpec, NodeState, TestNamespace, unique_name};
+use vp_testenv::{
+    ControlPlane, Error, NodeSpec, NodeState, StartOptions, TestNamespace, unique_name,
+};
 
 /// Label that ties simulated nodes to the test that added them (tests select their own nodes with it).
 const OWNER_LABEL: &str = "vp.dev/test-owner";
@@ -302,7 +304,17 @@ async fn crd_schema_and_cel_rule_are_enforced_and_valid_objects_are_watched() {
     assert_eq!(all.items.len(), 1, "only the valid widget was stored");
 }
 
-#[tokio::test]
+/// The three node-failure scenarios each wait ~25-50 s for the node lifecycle controller, so they run
+/// concurrently in one test (the test harness runs only as many tests at once as there are cores).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_failures_are_detected_and_recovered() {
+    tokio::join!(
+        killed_node_goes_unknown_and_tainted_then_revives(),
+        partitioned_node_goes_unknown_and_its_pods_survive_the_heal(),
+        private_control_plane_takes_options_and_stops_cleanly_on_drop(),
+    );
+}
+
 async fn killed_node_goes_unknown_and_tainted_then_revives() {
     let (cp, ns) = setup("kill").await;
     let client = ns.client().clone();
@@ -372,7 +384,6 @@ async fn killed_node_goes_unknown_and_tainted_then_revives() {
     assert_eq!(restarts, Some(1));
 }
 
-#[tokio::test]
 async fn partitioned_node_goes_unknown_and_its_pods_survive_the_heal() {
     let (cp, ns) = setup("part").await;
     let nodes: Api<Node> = Api::all(ns.client().clone());
@@ -665,5 +676,49 @@ async fn node_operations_reject_bad_requests_clearly() {
             .expect("list")
             .iter()
             .any(|n| n.name == name)
+    );
+}
+
+async fn private_control_plane_takes_options_and_stops_cleanly_on_drop() {
+    // A shorter node monitor grace period than the default 50 s, as a test of fast failover might choose.
+    let cp = ControlPlane::start(StartOptions {
+        nodes: 2,
+        controller_manager_args: vec!["--node-monitor-grace-period=20s".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("private control plane");
+    let pid = cp.state().pid;
+    let data_dir = cp.state().data_dir.clone();
+    let client = cp.client().await.expect("client");
+    let nodes: Api<Node> = Api::all(client);
+    for name in ["edge-0", "edge-1"] {
+        let node = nodes.get(name).await.expect("initial node");
+        assert_eq!(ready_status(&node), "True", "{name}");
+    }
+    cp.kill_node("edge-0").await.expect("kill");
+    let killed_at = Instant::now();
+    wait_node(&nodes, "edge-0", "Unknown", true, Duration::from_secs(90))
+        .await
+        .expect("Unknown with the shorter grace period");
+    let detected = killed_at.elapsed();
+    eprintln!(
+        "with --node-monitor-grace-period=20s the node went Unknown {detected:.1?} after the kill"
+    );
+    assert!(
+        detected < Duration::from_secs(45),
+        "the override took effect: {detected:?}"
+    );
+
+    // Dropping waits (blocking) for the process to exit.
+    tokio::task::block_in_place(|| drop(cp));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "process {pid} still exists after drop"
+    );
+    assert!(
+        !data_dir.exists(),
+        "data dir {} left behind",
+        data_dir.display()
     );
 }
