@@ -30,10 +30,11 @@ fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
 }
 
 async fn setup(prefix: &str) -> (&'static ControlPlane, TestNamespace) {
+    // Display, not Debug: the message says what to do (e.g. run scripts/setup.sh).
     let cp = ControlPlane::shared()
         .await
-        .expect("test control plane (run scripts/setup.sh first)");
-    let ns = cp.namespace(prefix).await.expect("test namespace");
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ns = cp.namespace(prefix).await.unwrap_or_else(|e| panic!("{e}"));
     (cp, ns)
 }
 

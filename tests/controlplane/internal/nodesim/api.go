@@ -1,15 +1,20 @@
 package nodesim
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 )
 
 // maxBody bounds a control request body; a node description is a few hundred bytes.
 const maxBody = 64 << 10
+
+// registerTimeout bounds the API calls that register one node.
+const registerTimeout = 30 * time.Second
 
 // Handler serves the simulator's control API (JSON over HTTP on loopback):
 //
@@ -38,7 +43,10 @@ func (s *Simulator) Handler() http.Handler {
 			fail(w, http.StatusBadRequest, fmt.Errorf("node description: %w", err))
 			return
 		}
-		info, err := s.Add(r.Context(), spec)
+		// Not the request's context: a client that goes away must not leave a half-registered node.
+		ctx, cancel := context.WithTimeout(s.ctx, registerTimeout)
+		defer cancel()
+		info, err := s.Add(ctx, spec)
 		if err != nil {
 			fail(w, statusOf(err), err)
 			return

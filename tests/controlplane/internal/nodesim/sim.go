@@ -296,6 +296,8 @@ func (s *Simulator) register(ctx context.Context, node *corev1.Node) error {
 		return err
 	})
 	if err != nil {
+		// Leave no half-registered node behind: the caller may retry the same name.
+		_ = s.client.CoreV1().Nodes().Delete(context.WithoutCancel(ctx), node.Name, metav1.DeleteOptions{})
 		return fmt.Errorf("%w: post initial status of node %s: %w", errAPI, node.Name, err)
 	}
 	return nil
