@@ -24,7 +24,7 @@ if [ ! -x "$out" ]; then
   echo "setup-controlplane: building vp-controlplane ($key); a cold build takes ~25 min, a rebuild ~1-3 min" >&2
   began=$(date +%s)
   mkdir -p "$(dirname "$out")"
-  (cd "$src" && GOFLAGS="-trimpath -mod=readonly" nice -n 10 go build -o "$out.tmp" ./cmd/vp-controlplane)
+  (cd "$src" && GOFLAGS="-trimpath -mod=readonly -buildvcs=false" nice -n 10 go build -o "$out.tmp" ./cmd/vp-controlplane)
   mv "$out.tmp" "$out"
   echo "setup-controlplane: built vp-controlplane in $(( $(date +%s) - began )) s" >&2
   # Older builds are not needed any more.
@@ -37,7 +37,7 @@ if [ ! -x "$helm_out" ]; then
   echo "setup-controlplane: building helm $helm_version from the Go module proxy (~5 min cold)" >&2
   began=$(date +%s)
   mkdir -p "$(dirname "$helm_out")"
-  GOBIN="$(dirname "$helm_out")" GOFLAGS="-trimpath" nice -n 10 go install "helm.sh/helm/v4/cmd/helm@$helm_version"
+  GOBIN="$(dirname "$helm_out")" GOFLAGS="-trimpath -buildvcs=false" nice -n 10 go install "helm.sh/helm/v4/cmd/helm@$helm_version"
   echo "setup-controlplane: built helm in $(( $(date +%s) - began )) s" >&2
 fi
 ln -sfn "$helm_out" "$bin/helm"

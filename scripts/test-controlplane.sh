@@ -13,7 +13,7 @@ unformatted=$(gofmt -l .)
 [ -z "$unformatted" ] || { echo "test-controlplane: gofmt needed: $unformatted" >&2; exit 1; }
 # -vet=off: vet analyses every dependency (all of k8s.io/kubernetes) for facts, which costs minutes on a fresh
 # machine; run `go vet ./...` in tests/controlplane by hand after changing the Go code (docs/testing.md).
-GOFLAGS="-trimpath -mod=readonly" nice -n 10 go test -vet=off ./...
+GOFLAGS="-trimpath -mod=readonly -buildvcs=false" nice -n 10 go test -vet=off ./...
 
 # Smoke test of scripts/controlplane.sh in a throw-away directory.
 export VP_CONTROLPLANE_DIR

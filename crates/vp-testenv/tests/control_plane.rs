@@ -171,11 +171,13 @@ async fn lease_renew_time(client: &Client, node: &str) -> Option<String> {
 async fn crd_schema_and_cel_rule_are_enforced_and_valid_objects_are_watched() {
     let (_cp, ns) = setup("crd").await;
     let client = ns.client().clone();
+    // A group of its own, so the test also passes against a long-lived control plane (VP_TESTENV_DATA_DIR).
+    let group = format!("{}.testenv.vp.dev", ns.name());
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd: CustomResourceDefinition = from_json(json!({
-        "metadata": {"name": "widgets.testenv.vp.dev"},
+        "metadata": {"name": format!("widgets.{group}")},
         "spec": {
-            "group": "testenv.vp.dev",
+            "group": group,
             "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
             "scope": "Namespaced",
             "versions": [{
@@ -204,7 +206,7 @@ async fn crd_schema_and_cel_rule_are_enforced_and_valid_objects_are_watched() {
         .expect("CRD accepted");
     until("CRD established", Duration::from_secs(60), || async {
         let crd = crds
-            .get("widgets.testenv.vp.dev")
+            .get(&format!("widgets.{group}"))
             .await
             .map_err(|e| Error::Invalid(e.to_string()))?;
         let established = crd.status.and_then(|s| s.conditions).is_some_and(|cs| {
@@ -220,7 +222,7 @@ async fn crd_schema_and_cel_rule_are_enforced_and_valid_objects_are_watched() {
     .await
     .expect("established");
 
-    let gvk = GroupVersionKind::gvk("testenv.vp.dev", "v1", "Widget");
+    let gvk = GroupVersionKind::gvk(&group, "v1", "Widget");
     let ar = ApiResource::from_gvk_with_plural(&gvk, "widgets");
     let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns.name(), &ar);
     let mut events = watcher(widgets.clone(), watcher::Config::default())
@@ -229,7 +231,7 @@ async fn crd_schema_and_cel_rule_are_enforced_and_valid_objects_are_watched() {
 
     let widget = |name: &str, spec: serde_json::Value| -> DynamicObject {
         from_json(
-            json!({"apiVersion": "testenv.vp.dev/v1", "kind": "Widget", "metadata": {"name": name}, "spec": spec}),
+            json!({"apiVersion": format!("{group}/v1"), "kind": "Widget", "metadata": {"name": name}, "spec": spec}),
         )
     };
     // The CEL rule rejects this one, with the rule's message.
