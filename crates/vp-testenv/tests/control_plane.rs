@@ -373,11 +373,20 @@ async fn killed_node_goes_unknown_and_tainted_then_revives() {
     wait_node(&nodes, &victim, "True", false, Duration::from_secs(60))
         .await
         .expect("victim back");
-    assert_ne!(
-        lease_renew_time(&client, &victim).await,
-        renew_at_kill,
-        "heartbeats resumed"
-    );
+    until(
+        "the revived node's Lease to be renewed",
+        Duration::from_secs(30),
+        || async {
+            let now = lease_renew_time(&client, &victim).await;
+            Ok(if now != renew_at_kill {
+                Poll::Ready(())
+            } else {
+                Poll::Pending(format!("renewTime still {now:?}"))
+            })
+        },
+    )
+    .await
+    .expect("heartbeats resumed");
     // The node rebooted: the pod's container restarted and it is Ready again.
     let pod = wait_pod(&pods, "on-victim", "Ready again after reboot", pod_ready).await;
     let restarts = pod
