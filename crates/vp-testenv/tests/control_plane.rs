@@ -734,3 +734,58 @@ async fn private_control_plane_takes_options_and_stops_cleanly_on_drop() {
         data_dir.display()
     );
 }
+
+#[tokio::test]
+async fn added_nodes_look_like_edge_devices_with_heartbeats() {
+    let (cp, ns) = setup("shape").await;
+    let name = unique_name("edge");
+    let info = cp
+        .add_node(
+            NodeSpec::new(&name)
+                .label(OWNER_LABEL, ns.name())
+                .label("topology.kubernetes.io/zone", ns.name())
+                .cpu("1500m")
+                .memory("1Gi")
+                .pods(20)
+                .arch("arm"),
+        )
+        .await
+        .expect("add node");
+    assert!(
+        info.ip.starts_with("127.1."),
+        "loopback node IP: {}",
+        info.ip
+    );
+    let nodes: Api<Node> = Api::all(ns.client().clone());
+    let node = wait_node(&nodes, &name, "True", false, Duration::from_secs(60))
+        .await
+        .expect("Ready");
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    for (k, v) in [
+        ("kubernetes.io/arch", "arm"),
+        ("kubernetes.io/os", "linux"),
+        ("kubernetes.io/hostname", name.as_str()),
+        ("node-role.kubernetes.io/edge", ""),
+        ("vp.dev/simulated-node", "true"),
+        (OWNER_LABEL, ns.name()),
+    ] {
+        assert_eq!(labels.get(k).map(String::as_str), Some(v), "label {k}");
+    }
+    let status = node.status.expect("status");
+    let allocatable = status.allocatable.expect("allocatable");
+    assert_eq!(allocatable["cpu"].0, "1500m");
+    assert_eq!(allocatable["memory"].0, "1Gi");
+    assert_eq!(allocatable["pods"].0, "20");
+    assert_eq!(status.node_info.expect("node info").architecture, "arm");
+
+    let leases: Api<Lease> = Api::namespaced(ns.client().clone(), "kube-node-lease");
+    let lease = leases.get(&name).await.expect("node lease");
+    let owner = &lease.metadata.owner_references.expect("lease owner")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Node", name.as_str())
+    );
+    let spec = lease.spec.expect("lease spec");
+    assert_eq!(spec.holder_identity.as_deref(), Some(name.as_str()));
+    assert_eq!(spec.lease_duration_seconds, Some(40));
+}
