@@ -32,8 +32,6 @@ pub const COMPONENT_AGGREGATOR: &str = "aggregator";
 
 /// Annotation on a variant pod: the reason it was (re)created, for people reading `kubectl describe`.
 pub const PLACEMENT_REASON: &str = "vp.dev/placement-reason";
-/// Annotation on the aggregator pod template: hash of its config, so a changed config rolls the Deployment.
-pub const CONFIG_HASH: &str = "vp.dev/config-hash";
 
 /// Labels of an object belonging to `ensemble`; `variant` for per-variant objects.
 pub fn object_labels(
