@@ -1,11 +1,14 @@
 //! The VariantEnsemble operator: pure decision logic (health, placement, desired objects, status) and the thin
 //! controller shell that observes the cluster, applies what the logic decided and reports it.
 
+pub mod conditions;
 pub mod config;
 pub mod desired;
 pub mod hash;
 pub mod health;
+pub mod observe;
 pub mod placement;
+pub mod plan;
 pub mod quantity;
 
 #[cfg(test)]
