@@ -290,10 +290,10 @@ fn record(ctx: &Context, ns: &str, name: &str, plan: &Plan) {
         tracing::warn!(namespace = ns, ensemble = name, variant = %r.variant, reason = r.reason, from = ?r.from, to = ?r.to, "variant rescheduled");
         m.reschedules.with_label_values(&[r.reason]).inc();
     }
-    for (variant, d) in &plan.recovered {
-        tracing::info!(namespace = ns, ensemble = name, %variant, seconds = d.as_secs_f64(), "replacement ready");
+    for (variant, reason, d) in &plan.recovered {
+        tracing::info!(namespace = ns, ensemble = name, %variant, %reason, seconds = d.as_secs_f64(), "replacement ready");
         m.failover
-            .with_label_values(&["any"])
+            .with_label_values(&[reason.as_str()])
             .observe(d.as_secs_f64());
     }
     let s = &plan.status;

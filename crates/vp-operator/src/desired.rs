@@ -27,6 +27,8 @@ pub const TEMPLATE_HASH: &str = "vp.dev/template-hash";
 /// Annotation on a replacement pod: when the failure that caused it began (RFC 3339), for the
 /// failure-to-replacement-ready latency metric.
 pub const FAILED_SINCE: &str = "vp.dev/failed-since";
+/// Annotation on a replacement pod: the metric label of the failure that caused it (e.g. LeaseExpired).
+pub const FAILURE_REASON: &str = "vp.dev/failure-reason";
 /// Key of the aggregator config in its ConfigMap.
 pub const AGGREGATOR_CONFIG_KEY: &str = "aggregator.yaml";
 /// Key of the manifest copy in the aggregator ConfigMap (the config refers to it by this relative name).
@@ -232,8 +234,8 @@ pub fn variant_pod_name(ensemble: &str, variant: &str, node: &str, template: &st
     )
 }
 
-/// The pod running variant `v` on `node`. `failed_since` marks a replacement (see [`FAILED_SINCE`]);
-/// `reason` says why it was placed where it is.
+/// The pod running variant `v` on `node`. `failure` marks a replacement: when the failure began and its
+/// metric label (see [`FAILED_SINCE`]); `reason` says why it was placed where it is.
 pub fn variant_pod(
     ens: &VariantEnsemble,
     v: &VariantSpec,
@@ -241,7 +243,7 @@ pub fn variant_pod(
     node: &str,
     cfg: &OperatorConfig,
     reason: &str,
-    failed_since: Option<&str>,
+    failure: Option<(&str, &str)>,
 ) -> Result<Pod, BuildError> {
     let name = ens.name_any();
     let mut spec = variant_pod_spec(ens, v, mv, cfg)?;
@@ -251,8 +253,9 @@ pub fn variant_pod(
         (TEMPLATE_HASH.to_string(), template.clone()),
         (labels::PLACEMENT_REASON.to_string(), reason.to_string()),
     ]);
-    if let Some(t) = failed_since {
-        annotations.insert(FAILED_SINCE.into(), t.into());
+    if let Some((since, label)) = failure {
+        annotations.insert(FAILED_SINCE.into(), since.into());
+        annotations.insert(FAILURE_REASON.into(), label.into());
     }
     convert(
         "variant pod",

@@ -10,7 +10,7 @@
 
 use crate::conditions::{condition, is_true};
 use crate::config::OperatorConfig;
-use crate::desired::{self, BuildError, FAILED_SINCE, TEMPLATE_HASH};
+use crate::desired::{self, BuildError, FAILED_SINCE, FAILURE_REASON, TEMPLATE_HASH};
 use crate::health::{FailureReason, Health};
 use crate::observe::{self, PodFailure};
 use crate::placement::{self, Constraints, Demand, NodeInfo};
@@ -114,8 +114,8 @@ pub struct Plan {
     pub events: Vec<Note>,
     /// Failures acted on.
     pub reschedules: Vec<Reschedule>,
-    /// Replacement pods that became ready: variant and time from failure to ready.
-    pub recovered: Vec<(String, Duration)>,
+    /// Replacement pods that became ready: variant, failure reason label, time from failure to ready.
+    pub recovered: Vec<(String, String, Duration)>,
 }
 
 /// Checks the spec against the manifest: classes, variant names, URL digests, k.
@@ -402,16 +402,9 @@ pub fn plan(input: &Inputs<'_>) -> Plan {
                     None if w.keep.is_empty() => "initial placement".to_string(),
                     None => "spec changed or node no longer eligible".to_string(),
                 };
-                let since = w.failed.as_ref().map(|f| f.3.to_string());
-                match desired::variant_pod(
-                    ens,
-                    v,
-                    mv,
-                    node,
-                    input.config,
-                    &reason,
-                    since.as_deref(),
-                ) {
+                let since = w.failed.as_ref().map(|f| (f.3.to_string(), f.0));
+                let failure = since.as_ref().map(|(t, label)| (t.as_str(), *label));
+                match desired::variant_pod(ens, v, mv, node, input.config, &reason, failure) {
                     Ok(pod) => out.create.push(pod),
                     Err(e) => message = Some(e.to_string()),
                 }
@@ -492,7 +485,12 @@ pub fn plan(input: &Inputs<'_>) -> Plan {
         {
             let at = observe::pod_ready_since(p).unwrap_or(input.now);
             if let Ok(d) = Duration::try_from(at.duration_since(since)) {
-                out.recovered.push((v.name.clone(), d));
+                let reason = p
+                    .annotations()
+                    .get(FAILURE_REASON)
+                    .cloned()
+                    .unwrap_or_else(|| "Unknown".into());
+                out.recovered.push((v.name.clone(), reason, d));
             }
         }
         if let Some((_, why, _, _)) = w.failed.as_ref().filter(|_| ready) {

@@ -137,7 +137,7 @@ fn pod_names_are_stable_and_change_with_node_or_template() {
         "edge-a",
         &cfg(),
         "y",
-        Some("2026-01-01T00:00:00Z"),
+        Some(("2026-01-01T00:00:00Z", "LeaseExpired")),
     )
     .expect("pod");
     let b = variant_pod(&ens, v, mv, "edge-b", &cfg(), "x", None).expect("pod");

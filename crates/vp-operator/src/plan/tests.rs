@@ -238,7 +238,11 @@ fn failed_node_moves_its_variant_to_the_spare_and_recovers() {
     assert!(p.create.is_empty() && p.delete.is_empty());
     assert_eq!(
         p.recovered,
-        vec![("v2".to_string(), Duration::from_secs(25))]
+        vec![(
+            "v2".to_string(),
+            "LeaseExpired".to_string(),
+            Duration::from_secs(25)
+        )]
     );
     assert_eq!(
         cond(&p.status, ConditionType::Ready),
