@@ -18,6 +18,51 @@ pub use spec::{
 };
 pub use status::{ConditionType, VariantEnsembleStatus, VariantStatus};
 
+/// The CustomResourceDefinitions of this project, as installed (`crdgen` writes these). Descriptions come from
+/// doc comments; their hard line wraps are joined so that `kubectl explain` reflows the text (blank lines stay
+/// paragraph breaks).
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    use kube::CustomResourceExt;
+    let mut crd = VariantEnsemble::crd();
+    for v in &mut crd.spec.versions {
+        if let Some(schema) = v
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            unwrap_descriptions(schema);
+        }
+    }
+    vec![crd]
+}
+
+fn unwrap_descriptions(
+    s: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps,
+) {
+    if let Some(d) = s.description.as_mut() {
+        *d = d
+            .split("\n\n")
+            .map(|p| p.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+    }
+    for child in s.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        unwrap_descriptions(child);
+    }
+    if let Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(items)) =
+        s.items.as_mut()
+    {
+        unwrap_descriptions(items);
+    }
+    if let Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrBool::Schema(extra)) =
+        s.additional_properties.as_mut()
+    {
+        unwrap_descriptions(extra);
+    }
+}
+
 /// API group of every resource of this project.
 pub const GROUP: &str = "vp.dev";
 /// The served and stored version.

@@ -492,12 +492,19 @@ mod tests {
                 walk(path, items, missing);
             }
         }
-        let crd = serde_json::to_value(VariantEnsemble::crd()).expect("serialisable");
+        let crd = serde_json::to_value(crate::crds().remove(0)).expect("serialisable");
         let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
         let mut missing = Vec::new();
         walk("spec", &schema["spec"], &mut missing);
         walk("status", &schema["status"], &mut missing);
         assert!(missing.is_empty(), "undocumented fields: {missing:?}");
+        let desc = schema["spec"]["properties"]["failover"]["properties"]["nodeGraceSeconds"]["description"]
+            .as_str()
+            .expect("description");
+        assert!(
+            desc.starts_with("Seconds a node's Lease") && !desc.contains('\n'),
+            "hard wraps joined: {desc:?}"
+        );
     }
 
     #[test]

@@ -97,6 +97,7 @@ pub async fn detect(
 ) {
     let mut detectors: BTreeMap<Duration, FailureDetector> = BTreeMap::new();
     let mut known: BTreeSet<String> = BTreeSet::new();
+    let mut known_ensembles: BTreeSet<(String, String)> = BTreeSet::new();
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -108,6 +109,12 @@ pub async fn detect(
             .iter()
             .map(|e| ((e.namespace().unwrap_or_default(), e.name_any()), e))
             .collect();
+        // Deleted ensembles are not reconciled again (no finalizer): drop their gauges here.
+        let current: BTreeSet<(String, String)> = by_key.keys().cloned().collect();
+        for (ns, name) in known_ensembles.difference(&current) {
+            metrics.forget_ensemble(ns, name);
+        }
+        known_ensembles = current;
         // Node -> ensembles with a variant pod there.
         let mut on_node: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
         for p in pods.state() {

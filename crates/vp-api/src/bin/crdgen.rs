@@ -1,15 +1,12 @@
 //! Writes the CustomResourceDefinitions of this project as YAML: `crdgen DIR` writes one file per CRD into DIR
 //! (the checked-in copy lives in `crds/`); `crdgen -` prints them to stdout.
 
-use kube::CustomResourceExt;
 use std::path::Path;
 use std::process::ExitCode;
-use vp_api::VariantEnsemble;
 
 fn main() -> ExitCode {
     let target = std::env::args().nth(1).unwrap_or_else(|| "crds".into());
-    let crds = [VariantEnsemble::crd()];
-    for crd in crds {
+    for crd in vp_api::crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
         let yaml = match serde_yaml::to_string(&crd) {
             Ok(y) => y,
