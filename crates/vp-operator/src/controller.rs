@@ -316,16 +316,37 @@ pub fn error_policy(ens: Arc<VariantEnsemble>, err: &Error, ctx: Arc<Context>) -
     Action::requeue(Duration::from_secs(5))
 }
 
+/// Who runs and what it watches.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    /// This replica's identity (Event reporter instance).
+    pub identity: String,
+    /// Watch only this namespace's ensembles (None: all namespaces). Nodes and node Leases are always
+    /// cluster-wide.
+    pub namespace: Option<String>,
+}
+
 /// Starts the watches and runs the controller until `shutdown` resolves. `ready` turns true once the caches
 /// have synced.
 pub async fn run(
     client: Client,
     config: OperatorConfig,
     metrics: Metrics,
-    identity: String,
+    scope: Scope,
     ready: Arc<AtomicBool>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let identity = scope.identity.clone();
+    fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ns = scope.namespace.as_deref();
     let managed = format!("{MANAGED_BY}={MANAGER},{COMPONENT}={COMPONENT_VARIANT}");
     let (node_store, node_writer) = reflector::store::<Node>();
     let (lease_store, lease_writer) = reflector::store::<Lease>();
@@ -342,7 +363,7 @@ pub async fn run(
     .reflect(lease_writer)
     .applied_objects();
     let pods = watcher(
-        Api::<Pod>::all(client.clone()),
+        api::<Pod>(&client, ns),
         watcher::Config::default().labels(&managed),
     )
     .default_backoff()
@@ -381,11 +402,11 @@ pub async fn run(
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
     let owned_pods = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
     let controller = Controller::new(
-        Api::<VariantEnsemble>::all(client.clone()),
+        api::<VariantEnsemble>(&client, ns),
         watcher::Config::default(),
     )
-    .owns(Api::<Pod>::all(client.clone()), owned_pods.clone())
-    .owns(Api::<Deployment>::all(client.clone()), owned_pods)
+    .owns(api::<Pod>(&client, ns), owned_pods.clone())
+    .owns(api::<Deployment>(&client, ns), owned_pods)
     .reconcile_on(triggers)
     .graceful_shutdown_on(shutdown);
     tokio::spawn(failover::detect(

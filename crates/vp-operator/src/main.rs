@@ -54,6 +54,9 @@ struct Args {
     /// Name of the leader Lease.
     #[arg(long, env = "VP_LEADER_LEASE", default_value = "vp-operator-leader")]
     lease_name: String,
+    /// Watch only this namespace's VariantEnsembles (default: all namespaces).
+    #[arg(long, env = "VP_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
     /// This replica's identity (defaults to the host name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -195,7 +198,11 @@ async fn run(args: Args) -> Result<ExitCode, String> {
                 () = lost => { let _ = lost_tx.send(true); }
             }
         };
-        controller::run(client, config, metrics.clone(), identity, ready, shutdown).await;
+        let scope = controller::Scope {
+            identity,
+            namespace: args.watch_namespace.clone(),
+        };
+        controller::run(client, config, metrics.clone(), scope, ready, shutdown).await;
         lost_leadership = *lost_rx.borrow();
     } else {
         metrics.leader.set(1);
@@ -203,7 +210,10 @@ async fn run(args: Args) -> Result<ExitCode, String> {
             client,
             config,
             metrics.clone(),
-            identity,
+            controller::Scope {
+                identity,
+                namespace: args.watch_namespace.clone(),
+            },
             ready,
             stopped(stop_rx.clone()),
         )
