@@ -394,10 +394,10 @@ pub enum PlacementStrategy {
 #[serde(rename_all = "camelCase")]
 pub struct FailoverSpec {
     /// Seconds a node's Lease may go unrenewed before its variants move to healthy nodes. The kubelet renews
-    /// every 10 s, so the default 20 s is two missed renewals; lower values risk moving variants off healthy
-    /// but slow nodes.
+    /// every 10 s, so the default 20 s is two missed renewals; the minimum, 12 s, tolerates only 2 s of
+    /// lateness, and anything at or below the renewal interval would move variants off healthy nodes.
     #[serde(default = "default_grace")]
-    #[schemars(range(min = 2, max = 3600))]
+    #[schemars(range(min = 12, max = 3600))]
     pub node_grace_seconds: i32,
 }
 
