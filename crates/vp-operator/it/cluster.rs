@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -478,5 +479,69 @@ async fn operator_restart_causes_no_churn() -> Result<(), Fail> {
     assert_eq!(before, after, "no pod recreated");
     assert!(ready(&ns.api::<VariantEnsemble>().get("fm").await?));
     op.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_with_only_the_documented_rbac() -> Result<(), Fail> {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let (cp, ns) = setup("ve-rbac").await;
+    add_nodes(cp, &ns, &["2", "2"]).await;
+    let admin = ns.client().clone();
+    let docs: Vec<serde_yaml::Value> =
+        serde_yaml::Deserializer::from_str(include_str!("../rbac/operator.yaml"))
+            .map(serde_yaml::Value::deserialize)
+            .collect::<Result<_, _>>()?;
+    let mut role: ClusterRole = serde_yaml::from_value(docs[0].clone())?;
+    let role_name = unique_name("vp-operator");
+    role.metadata.name = Some(role_name.clone());
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &role)
+        .await?;
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "vp-operator"}}))?;
+    ns.api::<ServiceAccount>()
+        .create(&PostParams::default(), &sa)
+        .await?;
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": role_name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
+        "subjects": [{"kind": "ServiceAccount", "name": "vp-operator", "namespace": ns.name()}],
+    }))?;
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await?;
+    let client = cp
+        .client_for_service_account(ns.name(), "vp-operator")
+        .await?;
+
+    // Operator under the service account; the test itself stays admin.
+    let metrics = Metrics::new()?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let scope = Scope {
+        identity: "rbac-test".into(),
+        namespace: Some(ns.name().to_string()),
+    };
+    let task = tokio::spawn(controller::run(
+        client,
+        OperatorConfig::default(),
+        metrics.clone(),
+        scope,
+        Arc::new(AtomicBool::new(false)),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    ns.api::<VariantEnsemble>()
+        .create(&PostParams::default(), &ensemble(&ns, &["v0", "v1"], 20))
+        .await?;
+    wait_status(&ns, "ensemble Ready under the operator's own RBAC", ready).await?;
+    assert_eq!(
+        metrics.errors.with_label_values(&["kube"]).get(),
+        0,
+        "no API call was forbidden"
+    );
+    let _ = tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
     Ok(())
 }
