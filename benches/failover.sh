@@ -30,7 +30,7 @@ for n in edge-a:4 edge-b:2 edge-c:2 spare:1; do node add "${n%%:*}" --label role
 kubectl apply -f crds/ >/dev/null
 kubectl create ns bench >/dev/null
 kubectl -n bench create configmap fmnist-manifest --from-file=ensemble.yaml=crates/vp-operator/fixtures/manifest.yaml >/dev/null
-kubectl wait --for=condition=Established crd/variantensembles.vp.dev >/dev/null
+until kubectl get crd variantensembles.vp.dev -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>/dev/null | grep -q True; do sleep 0.2; done
 "$op" --listen 127.0.0.1:0 --log-format json >"$work/operator.log" 2>&1 &
 op_pid=$!
 cat <<YAML | kubectl apply -f - >/dev/null

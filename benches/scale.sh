@@ -16,6 +16,7 @@ op="$CARGO_TARGET_DIR/debug/vp-operator"
 work=$(mktemp -d)
 cp_pid=""; op_pid=""
 cleanup() {
+  cp "$work/operator.log" "${TMPDIR:-/tmp}/vp-scale-operator.log" 2>/dev/null || true
   [ -n "$op_pid" ] && kill "$op_pid" 2>/dev/null || true
   [ -n "$cp_pid" ] && kill -TERM -- "-$cp_pid" 2>/dev/null || true
   sleep 1; rm -rf "$work"
@@ -29,7 +30,7 @@ for i in $(seq 1 "$nodes"); do
   "$bin" node --data-dir "$work/data" add "edge-$i" --label role=edge --cpu $(( 2 + i % 3 * 2 )) --memory 8Gi --pods 110 >/dev/null
 done
 kubectl apply -f crds/ >/dev/null
-kubectl wait --for=condition=Established crd/variantensembles.vp.dev >/dev/null
+until kubectl get crd variantensembles.vp.dev -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>/dev/null | grep -q True; do sleep 0.2; done
 kubectl create ns scale >/dev/null
 # A 5-variant manifest with every subset row (accuracies are made up: only the shape matters here).
 python3 - "$work/manifest.yaml" <<'PY'
@@ -65,9 +66,10 @@ kubectl apply -f "$work/ensembles.yaml" >/dev/null
 peak=0; ready=0
 deadline=$(( $(date +%s) + 1200 ))
 while [ "$(date +%s)" -lt "$deadline" ]; do
+  kill -0 "$op_pid" 2>/dev/null || { echo "scale bench: the operator exited; log: ${TMPDIR:-/tmp}/vp-scale-operator.log" >&2; exit 1; }
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$op_pid/status")
   [ "$rss" -gt "$peak" ] && peak=$rss
-  ready=$(kubectl -n scale get ve -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True || true)
+  ready=$(kubectl -n scale get ve -o json | python3 -c 'import json,sys; print(sum(any(c["type"] == "Ready" and c["status"] == "True" for c in (i.get("status") or {}).get("conditions", [])) for i in json.load(sys.stdin)["items"]))')
   [ "$ready" -eq "$ensembles" ] && break
   sleep 2
 done

@@ -120,7 +120,6 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
     let client = &ctx.client;
 
     // Observe.
-    let manifest = read_manifest(client, &ens, &ns).await?;
     let grace = failover::grace_of(&ens);
     let health = failover::judged(&ctx.nodes, grace);
     let mut used: BTreeMap<String, (f64, f64)> = BTreeMap::new();
@@ -154,27 +153,45 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
             .flatten()
             .any(|o| Some(&o.uid) == uid.as_ref())
     };
-    let pods: Vec<Pod> = Api::<Pod>::namespaced(client.clone(), &ns)
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|e| Error::kube("listing variant pods", e))?
+    // The reads are independent: one round trip for all of them.
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let svc_api: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let deploy_api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let lp = ListParams::default().labels(&selector);
+    let agg_name = desired::aggregator_name(&name);
+    let (manifest, pods, services, deployment) = tokio::try_join!(
+        read_manifest(client, &ens, &ns),
+        async {
+            pods_api
+                .list(&lp)
+                .await
+                .map_err(|e| Error::kube("listing variant pods", e))
+        },
+        async {
+            svc_api
+                .list(&lp)
+                .await
+                .map_err(|e| Error::kube("listing variant services", e))
+        },
+        async {
+            deploy_api
+                .get_opt(&agg_name)
+                .await
+                .map_err(|e| Error::kube("reading the aggregator deployment", e))
+        },
+    )?;
+    let pods: Vec<Pod> = pods
         .items
         .into_iter()
         .filter(|p| owned(&p.metadata))
         .collect();
-    let services: Vec<String> = Api::<Service>::namespaced(client.clone(), &ns)
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|e| Error::kube("listing variant services", e))?
+    let services: Vec<String> = services
         .items
         .into_iter()
         .filter(|s| owned(&s.metadata))
         .filter_map(|s| s.labels().get(VARIANT).cloned())
         .collect();
-    let aggregator_ready = Api::<Deployment>::namespaced(client.clone(), &ns)
-        .get_opt(&desired::aggregator_name(&name))
-        .await
-        .map_err(|e| Error::kube("reading the aggregator deployment", e))?
+    let aggregator_ready = deployment
         .and_then(|d| d.status)
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
@@ -233,18 +250,24 @@ async fn carry_out(ctx: &Context, ens: &VariantEnsemble, ns: &str, plan: &Plan) 
             Err(e) => return Err(Error::kube(format!("deleting service {ns}/{svc}"), e)),
         }
     }
+    // Independent objects go out concurrently: a reconcile costs about one round trip per kind, not per object.
+    use futures::future::try_join_all;
     for pod in &plan.create {
         tracing::info!(pod = %pod.name_any(), namespace = ns, node = ?observe::pod_node(pod), "creating variant pod");
-        apply(client, ns, pod).await?;
     }
-    for svc in &plan.services {
-        apply(client, ns, svc).await?;
-    }
-    if let Some(agg) = &plan.aggregator {
-        apply(client, ns, &agg.configmap).await?;
-        apply(client, ns, &agg.deployment).await?;
-        apply(client, ns, &agg.service).await?;
-    }
+    let pods = try_join_all(plan.create.iter().map(|p| apply(client, ns, p)));
+    let services = try_join_all(plan.services.iter().map(|s| apply(client, ns, s)));
+    let aggregator = async {
+        if let Some(agg) = &plan.aggregator {
+            tokio::try_join!(
+                apply(client, ns, &agg.configmap),
+                apply(client, ns, &agg.deployment),
+                apply(client, ns, &agg.service)
+            )?;
+        }
+        Ok::<(), Error>(())
+    };
+    tokio::try_join!(pods, services, aggregator)?;
     Ok(())
 }
 
