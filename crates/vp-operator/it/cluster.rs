@@ -375,16 +375,6 @@ async fn dead_node_variant_moves_to_spare_and_status_recovers() -> Result<(), Fa
     let (old_pod, dead) = before["v1"].clone();
 
     cp.kill_node(&dead).await?;
-    let e = wait_status(&ns, "Degraded after the node died", |e| {
-        e.status
-            .as_ref()
-            .and_then(|s| s.condition(ConditionType::Degraded))
-            .is_some_and(|c| c.status == "True")
-    })
-    .await;
-    // The simulator may bring the replacement up before a poll sees Degraded; the Event and metric below prove
-    // the failure was noticed either way.
-    let _ = e;
     let e = wait_status(&ns, "Ready again on the spare", |e| {
         ready(e)
             && e.status.as_ref().is_some_and(|s| {
@@ -412,6 +402,14 @@ async fn dead_node_variant_moves_to_spare_and_status_recovers() -> Result<(), Fa
     );
     let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
     let evs = events.list(&ListParams::default()).await?.items;
+    // Degraded while the variant was away, Recovered once it served again (Events, since a poll may miss the
+    // short Degraded window on the fast simulator).
+    for reason in ["Degraded", "Recovered"] {
+        assert!(
+            evs.iter().any(|e| e.reason.as_deref() == Some(reason)),
+            "no {reason} event"
+        );
+    }
     assert!(
         evs.iter()
             .any(|e| e.reason.as_deref() == Some("Rescheduled")

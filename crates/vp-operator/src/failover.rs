@@ -5,7 +5,7 @@
 //! A dead node sends no events, so detection cannot wait for a watch event: the task re-judges every node each
 //! tick from in-memory stores (no API calls), per distinct grace in use, and acts once per transition.
 
-use crate::health::{FailureDetector, Health, Liveness, judge};
+use crate::health::{FailureDetector, Health, Liveness, judge_all, mass_silence};
 use crate::metrics::Metrics;
 use crate::observe;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -98,6 +98,7 @@ pub async fn detect(
     let mut detectors: BTreeMap<Duration, FailureDetector> = BTreeMap::new();
     let mut known: BTreeSet<String> = BTreeSet::new();
     let mut known_ensembles: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut warned = false;
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -147,6 +148,13 @@ pub async fn detect(
         }
         known = live.keys().cloned().collect();
 
+        if mass_silence(&live, Duration::from_secs(20)) && !std::mem::replace(&mut warned, true) {
+            tracing::warn!(
+                "most node leases are silent at once: suspecting the control plane, not the nodes; lease silence alone moves no variant until this clears"
+            );
+        } else if !mass_silence(&live, Duration::from_secs(20)) {
+            warned = false;
+        }
         let mut graces: BTreeSet<Duration> = ens.iter().map(|e| grace_of(e)).collect();
         graces.insert(Duration::from_secs(20));
         detectors.retain(|g, _| graces.contains(g));
@@ -195,8 +203,5 @@ pub async fn detect(
 
 /// Judges every node for one grace (used by reconciles).
 pub fn judged(view: &NodeView, grace: Duration) -> BTreeMap<String, Health> {
-    view.liveness()
-        .iter()
-        .map(|(n, l)| (n.clone(), judge(l, grace)))
-        .collect()
+    judge_all(&view.liveness(), grace)
 }

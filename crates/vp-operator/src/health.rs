@@ -81,6 +81,47 @@ pub fn judge(l: &Liveness, grace: Duration) -> Health {
     }
 }
 
+/// Smallest number of nodes with a Lease for the mass-silence guard to apply.
+pub const MASS_SILENCE_MIN_NODES: usize = 4;
+
+/// Whether more than half of the nodes (with a Lease, at least [`MASS_SILENCE_MIN_NODES`]) are silent beyond
+/// the grace at once. Then the likely cause is the control plane or the network, not the nodes (the node
+/// lifecycle controller stops evicting in a fully disrupted zone for the same reason), so lease silence alone
+/// fails no node; a Ready condition that is not True still does.
+pub fn mass_silence(nodes: &BTreeMap<String, Liveness>, grace: Duration) -> bool {
+    let with_lease = nodes
+        .values()
+        .filter(|l| l.lease_silent_for.is_some())
+        .count();
+    let silent = nodes
+        .values()
+        .filter(|l| l.lease_silent_for.is_some_and(|s| s > grace))
+        .count();
+    with_lease >= MASS_SILENCE_MIN_NODES && 2 * silent > with_lease
+}
+
+/// Judges every node, applying the mass-silence guard.
+pub fn judge_all(nodes: &BTreeMap<String, Liveness>, grace: Duration) -> BTreeMap<String, Health> {
+    let guard = mass_silence(nodes, grace);
+    nodes
+        .iter()
+        .map(|(name, l)| {
+            let h = if guard {
+                judge(
+                    &Liveness {
+                        lease_silent_for: None,
+                        ..l.clone()
+                    },
+                    grace,
+                )
+            } else {
+                judge(l, grace)
+            };
+            (name.clone(), h)
+        })
+        .collect()
+}
+
 /// When a healthy node would be judged failed if its lease is not renewed: the time left until then.
 pub fn time_to_expiry(l: &Liveness, grace: Duration) -> Option<Duration> {
     match judge(l, grace) {
@@ -117,8 +158,9 @@ impl FailureDetector {
     ) -> Vec<Transition> {
         let mut out = Vec::new();
         self.state.retain(|name, _| nodes.contains_key(name));
+        let judged = judge_all(nodes, grace);
         for (name, l) in nodes {
-            let now = judge(l, grace);
+            let now = judged.get(name).cloned().unwrap_or(Health::Healthy);
             let before = self.state.insert(name.clone(), now.clone());
             let changed = match &before {
                 None => now != Health::Healthy,
@@ -266,6 +308,44 @@ mod tests {
         let t = d.observe(&nodes, G);
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].node, "bad");
+    }
+
+    #[test]
+    fn mass_silence_is_not_blamed_on_the_nodes() {
+        let many = |silent: usize, total: usize| -> BTreeMap<String, Liveness> {
+            (0..total)
+                .map(|i| {
+                    (
+                        format!("n{i}"),
+                        live(Some(true), Some(if i < silent { 30 } else { 3 })),
+                    )
+                })
+                .collect()
+        };
+        // One node of five silent: it fails.
+        let one = judge_all(&many(1, 5), G);
+        assert!(matches!(
+            one["n0"],
+            Health::Failed(FailureReason::LeaseExpired { .. })
+        ));
+        // Three of five silent at once: the control plane is the suspect; nobody fails on silence alone...
+        assert!(mass_silence(&many(3, 5), G));
+        assert!(
+            judge_all(&many(3, 5), G)
+                .values()
+                .all(|h| *h == Health::Healthy)
+        );
+        let mut d = FailureDetector::default();
+        assert!(d.observe(&many(3, 5), G).is_empty());
+        // ...but a node whose Ready condition is not True still does.
+        let mut nodes = many(3, 5);
+        nodes.insert("n0".into(), live(Some(false), Some(30)));
+        assert_eq!(
+            judge_all(&nodes, G)["n0"],
+            Health::Failed(FailureReason::NotReady)
+        );
+        // Small clusters: two of three silent still fail (the guard needs at least four nodes).
+        assert!(!mass_silence(&many(2, 3), G));
     }
 
     #[test]
