@@ -90,7 +90,7 @@ for line in open(path):
 def q(p):
     for le, c in buckets:
         if c >= p * count:
-            return le
+            return "+Inf" if le == float("inf") else le
 print(json.dumps({"ensembles": int(ens), "variants_each": 5, "nodes": int(nodes), "ready": int(ready),
                   "converge_s": round(float(secs), 1), "reconciles": int(count),
                   "reconcile_mean_s": round(total / count, 4) if count else None,
