@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Scale benchmark: N ensembles (default 200) of 5 variants each on M simulated nodes (default 100) in the test
+# control plane; reports the time until every ensemble is Ready, the reconcile latency p50/p99 (from the
+# operator's own histogram), reconciles run, and the operator's peak resident memory.
+#   benches/scale.sh [ENSEMBLES] [NODES]      prints one JSON line
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+. scripts/env.sh || true
+ensembles=${1:-200}
+nodes=${2:-100}
+bin=${VP_CONTROLPLANE_BIN:-$VP_CACHE/bin/vp-controlplane}
+[ -x "$bin" ] || { echo "scale bench: $bin missing (run scripts/setup.sh)" >&2; exit 1; }
+cargo build --quiet --locked -p vp-operator
+op="$CARGO_TARGET_DIR/debug/vp-operator"
+work=$(mktemp -d)
+cp_pid=""; op_pid=""
+cleanup() {
+  cp "$work/operator.log" "${TMPDIR:-/tmp}/vp-scale-operator.log" 2>/dev/null || true
+  [ -n "$op_pid" ] && kill "$op_pid" 2>/dev/null || true
+  [ -n "$cp_pid" ] && kill -TERM -- "-$cp_pid" 2>/dev/null || true
+  sleep 1; rm -rf "$work"
+}
+trap cleanup EXIT
+setsid "$bin" up --data-dir "$work/data" --nodes 0 >"$work/cp.log" 2>&1 </dev/null &
+cp_pid=$!
+for _ in $(seq 1 600); do [ -f "$work/data/state.json" ] && break; sleep 0.2; done
+export KUBECONFIG="$work/data/kubeconfig"
+for i in $(seq 1 "$nodes"); do
+  "$bin" node --data-dir "$work/data" add "edge-$i" --label role=edge --cpu $(( 2 + i % 3 * 2 )) --memory 8Gi --pods 110 >/dev/null
+done
+kubectl apply -f crds/ >/dev/null
+until kubectl get crd variantensembles.vp.dev -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>/dev/null | grep -q True; do sleep 0.2; done
+kubectl create ns scale >/dev/null
+# A 5-variant manifest with every subset row (accuracies are made up: only the shape matters here).
+python3 - "$work/manifest.yaml" <<'PY'
+import itertools, sys
+names = [f"v{i}" for i in range(5)]
+rows = []
+for r in range(1, 6):
+    for sub in itertools.combinations(names, r):
+        a = round(0.85 + 0.01 * len(sub), 4)
+        rows.append(f"  - {{variants: [{', '.join(sub)}], accuracy: {a}, topk_accuracy: [{a}, {a}, {a}, {a}, {a}]}}")
+vs = "\n".join(f"  - {{name: {n}, file: {n}.onnx, sha256: \"{str(i) * 64}\", bytes: 1, params: 1, macs: {1000 * (i + 1)}, accuracy: 0.85}}" for i, n in enumerate(names))
+open(sys.argv[1], "w").write(f"schema_version: 1\nfamily: bench\noutput: {{classes: 10}}\nvariants:\n{vs}\nsubsets:\n" + "\n".join(rows) + "\n")
+PY
+kubectl -n scale create configmap manifest --from-file=ensemble.yaml="$work/manifest.yaml" >/dev/null
+"$op" --listen 127.0.0.1:18099 --log-format json --variant-resources '{"requests":{"cpu":"100m","memory":"64Mi"}}' >"$work/operator.log" 2>&1 &
+op_pid=$!
+for _ in $(seq 1 100); do curl -sf 127.0.0.1:18099/readyz >/dev/null && break; sleep 0.2; done
+for e in $(seq 1 "$ensembles"); do
+  cat <<YAML
+---
+apiVersion: vp.dev/v1alpha1
+kind: VariantEnsemble
+metadata: {name: e$e, namespace: scale}
+spec:
+  model: {manifest: {configMap: manifest}, classes: 10}
+  topK: 3
+  aggregator: {replicas: 1}
+  variants: [{name: v0, source: {hostPath: /m/v0.onnx}}, {name: v1, source: {hostPath: /m/v1.onnx}}, {name: v2, source: {hostPath: /m/v2.onnx}}, {name: v3, source: {hostPath: /m/v3.onnx}}, {name: v4, source: {hostPath: /m/v4.onnx}}]
+YAML
+done >"$work/ensembles.yaml"
+t0=$(date +%s.%N)
+kubectl apply -f "$work/ensembles.yaml" >/dev/null
+peak=0; ready=0
+deadline=$(( $(date +%s) + 1200 ))
+while [ "$(date +%s)" -lt "$deadline" ]; do
+  kill -0 "$op_pid" 2>/dev/null || { echo "scale bench: the operator exited; log: ${TMPDIR:-/tmp}/vp-scale-operator.log" >&2; exit 1; }
+  rss=$(awk '/VmRSS/ {print $2}' "/proc/$op_pid/status")
+  [ "$rss" -gt "$peak" ] && peak=$rss
+  ready=$(kubectl -n scale get ve -o json | python3 -c 'import json,sys; print(sum(any(c["type"] == "Ready" and c["status"] == "True" for c in (i.get("status") or {}).get("conditions", [])) for i in json.load(sys.stdin)["items"]))')
+  [ "$ready" -eq "$ensembles" ] && break
+  sleep 2
+done
+t1=$(date +%s.%N)
+curl -s 127.0.0.1:18099/metrics >"$work/metrics.txt"
+python3 - "$work/metrics.txt" "$ensembles" "$nodes" "$ready" "$(echo "$t1 - $t0" | bc)" "$peak" <<'PY'
+import json, sys
+path, ens, nodes, ready, secs, peak_kib = sys.argv[1:]
+buckets, count, total = [], 0.0, 0.0
+for line in open(path):
+    if line.startswith("vp_operator_reconcile_duration_seconds_bucket"):
+        le = line.split('le="')[1].split('"')[0]
+        buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+    elif line.startswith("vp_operator_reconcile_duration_seconds_count"):
+        count = float(line.split()[-1])
+    elif line.startswith("vp_operator_reconcile_duration_seconds_sum"):
+        total = float(line.split()[-1])
+def q(p):
+    for le, c in buckets:
+        if c >= p * count:
+            return "+Inf" if le == float("inf") else le
+print(json.dumps({"ensembles": int(ens), "variants_each": 5, "nodes": int(nodes), "ready": int(ready),
+                  "converge_s": round(float(secs), 1), "reconciles": int(count),
+                  "reconcile_mean_s": round(total / count, 4) if count else None,
+                  "reconcile_p50_le_s": q(0.5), "reconcile_p99_le_s": q(0.99),
+                  "operator_peak_rss_mib": round(int(peak_kib) / 1024, 1)}))
+PY

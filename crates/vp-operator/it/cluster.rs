@@ -1,0 +1,545 @@
+//! Integration tests of the operator against the real test control plane (kube-apiserver, etcd, controller
+//! manager with the garbage collector and node lifecycle controller, simulated edge nodes): CRD validation,
+//! server-side apply with owner references, status, garbage collection, node failure -> reschedule, restart
+//! without churn. Each test runs its own operator, scoped to its own namespace, and its own labelled nodes, so
+//! tests run in parallel on one shared control plane.
+//!
+//! Waiting for the merge of crates/vp-testenv (branch `controlplane`): once it is in the workspace, move this
+//! file to `crates/vp-operator/tests/cluster.rs` and add to crates/vp-operator/Cargo.toml
+//! `[dev-dependencies] vp-testenv = { path = "../vp-testenv" }` and
+//! `tokio = { version = "1", features = ["macros", "rt-multi-thread", "time"] }`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use vp_api::{ConditionType, VariantEnsemble};
+use vp_operator::config::OperatorConfig;
+use vp_operator::controller::{self, Scope};
+use vp_operator::metrics::Metrics;
+use vp_testenv::wait::{Poll, until};
+use vp_testenv::{ControlPlane, NodeSpec, TestNamespace, unique_name};
+
+const MANIFEST: &str = include_str!("../fixtures/manifest.yaml");
+const OWNER_LABEL: &str = "vp.dev/test-owner";
+const WAIT: Duration = Duration::from_secs(90);
+const VARIANT_PODS: &str = "vp.dev/ensemble=fm,app.kubernetes.io/component=variant";
+
+type Fail = Box<dyn std::error::Error + Send + Sync>;
+
+/// A client error as the wait helper's error type.
+fn kerr(what: &'static str) -> impl Fn(kube::Error) -> vp_testenv::Error {
+    move |e| vp_testenv::Error::Invalid(format!("{what}: {e}"))
+}
+
+/// The shared control plane with the CRD installed, and a fresh namespace holding the fixture manifest.
+async fn setup(prefix: &str) -> (&'static ControlPlane, TestNamespace) {
+    let cp = ControlPlane::shared()
+        .await
+        .expect("test control plane (run scripts/setup.sh first)");
+    let ns = cp.namespace(prefix).await.expect("namespace");
+    let crds: Api<CustomResourceDefinition> = Api::all(ns.client().clone());
+    for crd in vp_api::crds() {
+        crds.patch(
+            &crd.name_any(),
+            &PatchParams::apply("vp-operator-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("apply CRD");
+    }
+    until("CRD established", WAIT, || async {
+        let ok = crds
+            .get("variantensembles.vp.dev")
+            .await
+            .ok()
+            .and_then(|c| c.status)
+            .and_then(|s| s.conditions)
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+        Ok(if ok {
+            Poll::Ready(())
+        } else {
+            Poll::Pending("not established".into())
+        })
+    })
+    .await
+    .expect("CRD established");
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "fmnist-manifest"}, "data": {"ensemble.yaml": MANIFEST}
+    }))
+    .expect("configmap");
+    ns.api::<ConfigMap>()
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("manifest configmap");
+    (cp, ns)
+}
+
+/// Adds `cpus.len()` nodes labelled for this test; returns their names in order.
+async fn add_nodes(cp: &ControlPlane, ns: &TestNamespace, cpus: &[&str]) -> Vec<String> {
+    let mut names = Vec::new();
+    for cpu in cpus {
+        let spec = NodeSpec::new(unique_name("edge"))
+            .label(OWNER_LABEL, ns.name())
+            .label("topology.kubernetes.io/zone", ns.name())
+            .cpu(*cpu)
+            .memory("4Gi");
+        names.push(cp.add_node(spec).await.expect("add node").name);
+    }
+    names
+}
+
+/// A running operator watching one namespace.
+struct Operator {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    metrics: Metrics,
+}
+
+impl Operator {
+    fn start(ns: &TestNamespace) -> Self {
+        let metrics = Metrics::new().expect("metrics");
+        let (tx, rx) = oneshot::channel();
+        let scope = Scope {
+            identity: format!("test-{}", ns.name()),
+            namespace: Some(ns.name().to_string()),
+        };
+        let task = tokio::spawn(controller::run(
+            ns.client().clone(),
+            OperatorConfig::default(),
+            metrics.clone(),
+            scope,
+            Arc::new(AtomicBool::new(false)),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Self {
+            stop: Some(tx),
+            task,
+            metrics,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), &mut self.task).await;
+    }
+}
+
+fn ensemble(ns: &TestNamespace, variants: &[&str], grace: i32) -> VariantEnsemble {
+    let vs: Vec<_> = variants
+        .iter()
+        .map(|v| json!({"name": v, "source": {"hostPath": format!("/var/lib/vp/{v}.onnx")}}))
+        .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "vp.dev/v1alpha1", "kind": "VariantEnsemble",
+        "metadata": {"name": "fm", "namespace": ns.name()},
+        "spec": {
+            "model": {"manifest": {"configMap": "fmnist-manifest"}, "classes": 10},
+            "topK": 3,
+            "variants": vs,
+            "placement": {"nodeSelector": {OWNER_LABEL: ns.name()}},
+            "failover": {"nodeGraceSeconds": grace},
+        }
+    }))
+    .expect("ensemble")
+}
+
+async fn wait_status(
+    ns: &TestNamespace,
+    what: &str,
+    check: impl Fn(&VariantEnsemble) -> bool,
+) -> Result<VariantEnsemble, Fail> {
+    let api = ns.api::<VariantEnsemble>();
+    Ok(until(what, WAIT, || async {
+        let e = api.get("fm").await.map_err(kerr("get ensemble"))?;
+        Ok(if check(&e) {
+            Poll::Ready(e)
+        } else {
+            Poll::Pending(format!("{:?}", e.status))
+        })
+    })
+    .await?)
+}
+
+fn ready(e: &VariantEnsemble) -> bool {
+    e.status
+        .as_ref()
+        .and_then(|s| s.condition(ConditionType::Ready))
+        .is_some_and(|c| c.status == "True")
+        && e.status.as_ref().and_then(|s| s.observed_generation) == e.metadata.generation
+}
+
+fn variant_pods(pods: &[Pod]) -> BTreeMap<String, (String, String)> {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let v = p.labels().get("vp.dev/variant")?.clone();
+            let node = p.spec.as_ref()?.node_name.clone()?;
+            Some((v, (p.name_any(), node)))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_create_update_delete() -> Result<(), Fail> {
+    let (cp, ns) = setup("ve-life").await;
+    let nodes = add_nodes(cp, &ns, &["4", "2", "1"]).await;
+    let op = Operator::start(&ns);
+    let api = ns.api::<VariantEnsemble>();
+    api.create(
+        &PostParams::default(),
+        &ensemble(&ns, &["v0", "v1", "v2"], 20),
+    )
+    .await?;
+
+    let e = wait_status(&ns, "ensemble Ready", ready).await?;
+    let st = e.status.as_ref().ok_or("status")?;
+    assert_eq!((st.available_variants, st.desired_variants), (3, 3));
+    assert_eq!(
+        st.expected_accuracy,
+        Some(0.918),
+        "subset {{v0,v1,v2}} at k=3 from the manifest"
+    );
+    let pods = ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels(VARIANT_PODS))
+        .await?
+        .items;
+    let placed = variant_pods(&pods);
+    assert_eq!(placed.len(), 3);
+    let used: BTreeSet<&String> = placed.values().map(|(_, n)| n).collect();
+    assert_eq!(used.len(), 3, "one variant per node: {placed:?}");
+    assert_eq!(
+        placed["v2"].1, nodes[0],
+        "the biggest variant (most MACs) on the 4-CPU node"
+    );
+    for p in &pods {
+        let o = &p.owner_references()[0];
+        assert_eq!(
+            (o.kind.as_str(), o.name.as_str(), o.controller),
+            ("VariantEnsemble", "fm", Some(true))
+        );
+        assert_eq!(
+            p.labels()
+                .get("app.kubernetes.io/managed-by")
+                .map(String::as_str),
+            Some("vp-operator")
+        );
+    }
+    for name in ["fm-v0", "fm-v1", "fm-v2", "fm-aggregator"] {
+        ns.api::<Service>().get(name).await?;
+    }
+    ns.api::<Deployment>().get("fm-aggregator").await?;
+
+    // Update: k 3 -> 2 reaches the aggregator config and the pods.
+    api.patch(
+        "fm",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"topK": 2}})),
+    )
+    .await?;
+    let e = wait_status(&ns, "Ready after the update", ready).await?;
+    assert_eq!(
+        e.status.as_ref().and_then(|s| s.expected_accuracy),
+        Some(0.915)
+    );
+    let cm = ns.api::<ConfigMap>().get("fm-aggregator").await?;
+    assert!(
+        cm.data
+            .as_ref()
+            .and_then(|d| d.get("aggregator.yaml"))
+            .is_some_and(|c| c.contains("top_k: 2"))
+    );
+    until("old pods replaced", WAIT, || async {
+        let pods = ns
+            .api::<Pod>()
+            .list(&ListParams::default().labels(VARIANT_PODS))
+            .await
+            .map_err(kerr("list"))?
+            .items;
+        let all_new = pods.len() == 3
+            && pods.iter().all(|p| {
+                p.spec.as_ref().is_some_and(|s| {
+                    s.containers[0]
+                        .args
+                        .as_ref()
+                        .is_some_and(|a| a.windows(2).any(|w| w[0] == "--default-k" && w[1] == "2"))
+                })
+            });
+        Ok(if all_new {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(format!("{} pods", pods.len()))
+        })
+    })
+    .await?;
+
+    // Delete: the garbage collector removes everything the operator created.
+    api.delete("fm", &DeleteParams::default()).await?;
+    until("owned objects collected", WAIT, || async {
+        let lp = ListParams::default().labels("vp.dev/ensemble=fm");
+        let k = kerr("list");
+        let n = ns.api::<Pod>().list(&lp).await.map_err(&k)?.items.len()
+            + ns.api::<Service>().list(&lp).await.map_err(&k)?.items.len()
+            + ns.api::<Deployment>()
+                .list(&lp)
+                .await
+                .map_err(&k)?
+                .items
+                .len()
+            + ns.api::<ConfigMap>()
+                .list(&lp)
+                .await
+                .map_err(&k)?
+                .items
+                .len();
+        Ok(if n == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(format!("{n} objects left"))
+        })
+    })
+    .await?;
+    op.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_specs_are_rejected_by_the_api_server() -> Result<(), Fail> {
+    let (_cp, ns) = setup("ve-invalid").await;
+    let api = ns.api::<VariantEnsemble>();
+    let cases: [(&str, Box<dyn Fn(&mut serde_json::Value)>); 4] = [
+        (
+            "topK must be at most model.classes / 2",
+            Box::new(|v| v["spec"]["topK"] = json!(6)),
+        ),
+        (
+            "variant names must be unique",
+            Box::new(|v| v["spec"]["variants"][1]["name"] = json!("v0")),
+        ),
+        (
+            "exactly one of configMap, url, hostPath, persistentVolumeClaim must be set",
+            Box::new(|v| v["spec"]["variants"][0]["source"] = json!({})),
+        ),
+        (
+            "metadata.name must be a DNS-1035 label",
+            Box::new(|v| v["metadata"]["name"] = json!("9fm")),
+        ),
+    ];
+    for (want, mutate) in cases {
+        let mut v = serde_json::to_value(ensemble(&ns, &["v0", "v1"], 20))?;
+        mutate(&mut v);
+        let obj: VariantEnsemble = serde_json::from_value(v)?;
+        let err = api
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect_err(want);
+        assert!(err.to_string().contains(want), "{err} should say {want:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_node_variant_moves_to_spare_and_status_recovers() -> Result<(), Fail> {
+    let (cp, ns) = setup("ve-fail").await;
+    add_nodes(cp, &ns, &["2", "2", "1"]).await;
+    let op = Operator::start(&ns);
+    let api = ns.api::<VariantEnsemble>();
+    // The shortest grace the API allows (12 s: the simulated kubelets renew every 10 s, as real ones do).
+    api.create(&PostParams::default(), &ensemble(&ns, &["v0", "v1"], 12))
+        .await?;
+    wait_status(&ns, "ensemble Ready", ready).await?;
+    let pods = ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels(VARIANT_PODS))
+        .await?
+        .items;
+    let before = variant_pods(&pods);
+    let (old_pod, dead) = before["v1"].clone();
+
+    cp.kill_node(&dead).await?;
+    let e = wait_status(&ns, "Ready again on the spare", |e| {
+        ready(e)
+            && e.status.as_ref().is_some_and(|s| {
+                s.variants
+                    .iter()
+                    .any(|v| v.name == "v1" && v.reschedules == 1 && v.ready)
+            })
+    })
+    .await?;
+    let v1 = e
+        .status
+        .as_ref()
+        .and_then(|s| s.variants.iter().find(|v| v.name == "v1"))
+        .ok_or("v1")?;
+    let spare = v1.node.clone().ok_or("v1 node")?;
+    assert_ne!(spare, dead);
+    assert_ne!(
+        Some(spare.clone()),
+        before.get("v0").map(|p| p.1.clone()),
+        "moved to the spare, not onto v0's node"
+    );
+    assert!(
+        ns.api::<Pod>().get_opt(&old_pod).await?.is_none(),
+        "stranded pod removed, not left Terminating"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let evs = events.list(&ListParams::default()).await?.items;
+    // Degraded while the variant was away, Recovered once it served again (Events, since a poll may miss the
+    // short Degraded window on the fast simulator).
+    for reason in ["Degraded", "Recovered"] {
+        assert!(
+            evs.iter().any(|e| e.reason.as_deref() == Some(reason)),
+            "no {reason} event"
+        );
+    }
+    assert!(
+        evs.iter()
+            .any(|e| e.reason.as_deref() == Some("Rescheduled")
+                && e.note.as_deref().is_some_and(|n| n.contains(&dead))),
+        "Rescheduled event naming the dead node: {:?}",
+        evs.iter().map(|e| (&e.reason, &e.note)).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        op.metrics
+            .reschedules
+            .with_label_values(&["LeaseExpired"])
+            .get(),
+        1
+    );
+    assert_eq!(
+        op.metrics
+            .node_failures
+            .with_label_values(&["LeaseExpired"])
+            .get(),
+        1
+    );
+    op.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_restart_causes_no_churn() -> Result<(), Fail> {
+    let (cp, ns) = setup("ve-restart").await;
+    add_nodes(cp, &ns, &["2", "2"]).await;
+    let op = Operator::start(&ns);
+    ns.api::<VariantEnsemble>()
+        .create(&PostParams::default(), &ensemble(&ns, &["v0", "v1"], 20))
+        .await?;
+    wait_status(&ns, "ensemble Ready", ready).await?;
+    let uids = |pods: Vec<Pod>| {
+        pods.into_iter()
+            .filter_map(|p| p.metadata.uid)
+            .collect::<BTreeSet<_>>()
+    };
+    let before = uids(
+        ns.api::<Pod>()
+            .list(&ListParams::default().labels(VARIANT_PODS))
+            .await?
+            .items,
+    );
+    op.stop().await;
+
+    let op = Operator::start(&ns);
+    until("the new operator reconciled", WAIT, || async {
+        let n = op.metrics.reconciles.with_label_values::<&str>(&[]).get();
+        Ok(if n >= 1 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(format!("{n} reconciles"))
+        })
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = uids(
+        ns.api::<Pod>()
+            .list(&ListParams::default().labels(VARIANT_PODS))
+            .await?
+            .items,
+    );
+    assert_eq!(before, after, "no pod recreated");
+    assert!(ready(&ns.api::<VariantEnsemble>().get("fm").await?));
+    op.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_with_only_the_documented_rbac() -> Result<(), Fail> {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let (cp, ns) = setup("ve-rbac").await;
+    add_nodes(cp, &ns, &["2", "2"]).await;
+    let admin = ns.client().clone();
+    let docs: Vec<serde_yaml::Value> =
+        serde_yaml::Deserializer::from_str(include_str!("../rbac/operator.yaml"))
+            .map(serde_yaml::Value::deserialize)
+            .collect::<Result<_, _>>()?;
+    let mut role: ClusterRole = serde_yaml::from_value(docs[0].clone())?;
+    let role_name = unique_name("vp-operator");
+    role.metadata.name = Some(role_name.clone());
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &role)
+        .await?;
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "vp-operator"}}))?;
+    ns.api::<ServiceAccount>()
+        .create(&PostParams::default(), &sa)
+        .await?;
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": role_name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
+        "subjects": [{"kind": "ServiceAccount", "name": "vp-operator", "namespace": ns.name()}],
+    }))?;
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await?;
+    let client = cp
+        .client_for_service_account(ns.name(), "vp-operator")
+        .await?;
+
+    // Operator under the service account; the test itself stays admin.
+    let metrics = Metrics::new()?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let scope = Scope {
+        identity: "rbac-test".into(),
+        namespace: Some(ns.name().to_string()),
+    };
+    let task = tokio::spawn(controller::run(
+        client,
+        OperatorConfig::default(),
+        metrics.clone(),
+        scope,
+        Arc::new(AtomicBool::new(false)),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    ns.api::<VariantEnsemble>()
+        .create(&PostParams::default(), &ensemble(&ns, &["v0", "v1"], 20))
+        .await?;
+    wait_status(&ns, "ensemble Ready under the operator's own RBAC", ready).await?;
+    assert_eq!(
+        metrics.errors.with_label_values(&["kube"]).get(),
+        0,
+        "no API call was forbidden"
+    );
+    let _ = tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    Ok(())
+}

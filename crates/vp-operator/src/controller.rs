@@ -1,0 +1,467 @@
+//! The controller shell: observe the cluster, ask [`crate::plan`] what to do, carry it out with server-side
+//! apply (owner references on everything), write the status subresource, record Events and metrics.
+//! `reconcile` and `error_policy` are plain functions, as in kube-rs/controller-rs.
+
+use crate::config::OperatorConfig;
+use crate::desired;
+use crate::error::{Error, Result};
+use crate::failover::{self, NodeView};
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::observe;
+use crate::plan::{self, Inputs, Plan};
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use vp_api::labels::{self, COMPONENT, COMPONENT_VARIANT, ENSEMBLE, MANAGED_BY, MANAGER, VARIANT};
+use vp_api::{EnsembleManifest, VariantEnsemble};
+
+/// Requeue period of a whole, healthy ensemble (picks up manifest ConfigMap edits and node label changes).
+const RESYNC: Duration = Duration::from_secs(300);
+/// Requeue period while something is missing.
+const RETRY_DEGRADED: Duration = Duration::from_secs(15);
+
+/// What every reconcile shares.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Defaults.
+    pub config: OperatorConfig,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Node liveness.
+    pub nodes: Arc<NodeView>,
+    /// All variant pods managed by the operator (for capacity used by other ensembles).
+    pub pods: Store<Pod>,
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = obj.name_any();
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    api.patch(&name, &apply_params(), &Patch::Apply(obj))
+        .await
+        .map_err(|e| Error::kube(format!("applying {} {ns}/{name}", K::kind(&())), e))?;
+    Ok(())
+}
+
+fn not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Reads the manifest named by the spec: Ok(Ok) parsed, Ok(Err) a user problem for the status, Err an API
+/// failure worth a retry.
+async fn read_manifest(
+    client: &Client,
+    ens: &VariantEnsemble,
+    ns: &str,
+) -> Result<Result<(EnsembleManifest, String), String>> {
+    let src = &ens.spec.model.manifest;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let Some(cm) = api
+        .get_opt(&src.config_map)
+        .await
+        .map_err(|e| Error::kube("reading the manifest ConfigMap", e))?
+    else {
+        return Ok(Err(format!(
+            "manifest ConfigMap {ns}/{} not found",
+            src.config_map
+        )));
+    };
+    let Some(text) = cm.data.as_ref().and_then(|d| d.get(&src.key)) else {
+        return Ok(Err(format!(
+            "manifest ConfigMap {ns}/{} has no data key {:?}",
+            src.config_map, src.key
+        )));
+    };
+    Ok(EnsembleManifest::from_yaml(text)
+        .map(|m| (m, text.clone()))
+        .map_err(|e| format!("{ns}/{}[{}]: {e}", src.config_map, src.key)))
+}
+
+/// Reconciles one ensemble: observe, plan, apply, report.
+pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.duration.start_timer();
+    ctx.metrics.reconciles.with_label_values::<&str>(&[]).inc();
+    let name = ens.name_any();
+    let ns = ens
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(name.clone()))?;
+    if ens.metadata.deletion_timestamp.is_some() {
+        // Owner references make the garbage collector remove everything; only our gauges remain to drop.
+        ctx.metrics.forget_ensemble(&ns, &name);
+        return Ok(Action::await_change());
+    }
+    let client = &ctx.client;
+
+    // Observe.
+    let grace = failover::grace_of(&ens);
+    let health = failover::judged(&ctx.nodes, grace);
+    let mut used: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for p in ctx.pods.state() {
+        let other = p.namespace().as_deref() != Some(ns.as_str())
+            || p.labels().get(ENSEMBLE) != Some(&name);
+        if let (true, Some(node)) = (other, observe::pod_node(&p)) {
+            let (c, m) = observe::pod_requests(&p);
+            let u = used.entry(node.to_string()).or_default();
+            u.0 += c;
+            u.1 += m;
+        }
+    }
+    let nodes: Vec<_> = ctx
+        .nodes
+        .nodes()
+        .iter()
+        .map(|n: &Arc<Node>| {
+            let h = health
+                .get(&n.name_any())
+                .cloned()
+                .unwrap_or(Health::Healthy);
+            observe::node_info(n, h, used.get(&n.name_any()).copied().unwrap_or_default())
+        })
+        .collect();
+    let selector = format!("{ENSEMBLE}={name},{COMPONENT}={COMPONENT_VARIANT}");
+    let uid = ens.uid();
+    let owned = |meta: &kube::api::ObjectMeta| {
+        meta.owner_references
+            .iter()
+            .flatten()
+            .any(|o| Some(&o.uid) == uid.as_ref())
+    };
+    // The reads are independent: one round trip for all of them.
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let svc_api: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let deploy_api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let lp = ListParams::default().labels(&selector);
+    let agg_name = desired::aggregator_name(&name);
+    let (manifest, pods, services, deployment) = tokio::try_join!(
+        read_manifest(client, &ens, &ns),
+        async {
+            pods_api
+                .list(&lp)
+                .await
+                .map_err(|e| Error::kube("listing variant pods", e))
+        },
+        async {
+            svc_api
+                .list(&lp)
+                .await
+                .map_err(|e| Error::kube("listing variant services", e))
+        },
+        async {
+            deploy_api
+                .get_opt(&agg_name)
+                .await
+                .map_err(|e| Error::kube("reading the aggregator deployment", e))
+        },
+    )?;
+    let pods: Vec<Pod> = pods
+        .items
+        .into_iter()
+        .filter(|p| owned(&p.metadata))
+        .collect();
+    let services: Vec<String> = services
+        .items
+        .into_iter()
+        .filter(|s| owned(&s.metadata))
+        .filter_map(|s| s.labels().get(VARIANT).cloned())
+        .collect();
+    let aggregator_ready = deployment
+        .and_then(|d| d.status)
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+
+    // Decide.
+    let plan = plan::plan(&Inputs {
+        ensemble: &ens,
+        manifest: manifest
+            .as_ref()
+            .map(|(m, t)| (m, t.as_str()))
+            .map_err(Clone::clone),
+        nodes: &nodes,
+        pods: &pods,
+        services: &services,
+        aggregator_ready,
+        config: &ctx.config,
+        now: Timestamp::now(),
+    });
+
+    // Act, report.
+    let result = carry_out(&ctx, &ens, &ns, &plan).await;
+    write_status(&ctx, &ens, &ns, &plan).await?;
+    publish(&ctx, &ens, &plan).await;
+    record(&ctx, &ns, &name, &plan);
+    result?;
+    let whole = plan.status.available_variants == plan.status.desired_variants;
+    Ok(Action::requeue(if whole { RESYNC } else { RETRY_DEGRADED }))
+}
+
+/// Deletes first (a failed node's pod must go before its replacement appears), then applies.
+async fn carry_out(ctx: &Context, ens: &VariantEnsemble, ns: &str, plan: &Plan) -> Result<()> {
+    let client = &ctx.client;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    for d in &plan.delete {
+        let params = if d.force {
+            DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            }
+        } else {
+            DeleteParams::default()
+        };
+        tracing::info!(pod = %d.name, namespace = ns, force = d.force, why = %d.why, "deleting variant pod");
+        match pods.delete(&d.name, &params).await {
+            Ok(_) => {}
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(Error::kube(format!("deleting pod {ns}/{}", d.name), e)),
+        }
+    }
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    for v in &plan.delete_services {
+        let svc = desired::variant_service_name(&ens.name_any(), v);
+        match services.delete(&svc, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(Error::kube(format!("deleting service {ns}/{svc}"), e)),
+        }
+    }
+    // Independent objects go out concurrently: a reconcile costs about one round trip per kind, not per object.
+    use futures::future::try_join_all;
+    for pod in &plan.create {
+        tracing::info!(pod = %pod.name_any(), namespace = ns, node = ?observe::pod_node(pod), "creating variant pod");
+    }
+    let pods = try_join_all(plan.create.iter().map(|p| apply(client, ns, p)));
+    let services = try_join_all(plan.services.iter().map(|s| apply(client, ns, s)));
+    let aggregator = async {
+        if let Some(agg) = &plan.aggregator {
+            tokio::try_join!(
+                apply(client, ns, &agg.configmap),
+                apply(client, ns, &agg.deployment),
+                apply(client, ns, &agg.service)
+            )?;
+        }
+        Ok::<(), Error>(())
+    };
+    tokio::try_join!(pods, services, aggregator)?;
+    Ok(())
+}
+
+async fn write_status(ctx: &Context, ens: &VariantEnsemble, ns: &str, plan: &Plan) -> Result<()> {
+    if ens.status.as_ref() == Some(&plan.status) {
+        return Ok(());
+    }
+    let api: Api<VariantEnsemble> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = serde_json::json!({
+        "apiVersion": format!("{}/{}", vp_api::GROUP, vp_api::VERSION),
+        "kind": "VariantEnsemble",
+        "status": plan.status,
+    });
+    api.patch_status(&ens.name_any(), &apply_params(), &Patch::Apply(&patch))
+        .await
+        .map_err(|e| Error::kube("writing status", e))?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, ens: &VariantEnsemble, plan: &Plan) {
+    let reference = ens.object_ref(&());
+    for note in &plan.events {
+        let ev = Event {
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason.into(),
+            note: Some(note.message.chars().take(1000).collect()),
+            action: note.action.into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+            tracing::warn!(error = %e, reason = note.reason, "cannot record event");
+        }
+    }
+}
+
+fn record(ctx: &Context, ns: &str, name: &str, plan: &Plan) {
+    let m = &ctx.metrics;
+    for r in &plan.reschedules {
+        tracing::warn!(namespace = ns, ensemble = name, variant = %r.variant, reason = r.reason, from = ?r.from, to = ?r.to, "variant rescheduled");
+        m.reschedules.with_label_values(&[r.reason]).inc();
+    }
+    for (variant, reason, d) in &plan.recovered {
+        tracing::info!(namespace = ns, ensemble = name, %variant, %reason, seconds = d.as_secs_f64(), "replacement ready");
+        m.failover
+            .with_label_values(&[reason.as_str()])
+            .observe(d.as_secs_f64());
+    }
+    let s = &plan.status;
+    m.available
+        .with_label_values(&[ns, name])
+        .set(f64::from(s.available_variants));
+    m.desired
+        .with_label_values(&[ns, name])
+        .set(f64::from(s.desired_variants));
+    match s.expected_accuracy {
+        Some(a) => m.accuracy.with_label_values(&[ns, name]).set(a),
+        None => m.accuracy.with_label_values(&[ns, name]).set(0.0),
+    }
+}
+
+/// Counts the failure and retries soon.
+pub fn error_policy(ens: Arc<VariantEnsemble>, err: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(ensemble = %ens.name_any(), namespace = ?ens.namespace(), error = %err, "reconcile failed");
+    ctx.metrics.errors.with_label_values(&[err.label()]).inc();
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Who runs and what it watches.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    /// This replica's identity (Event reporter instance).
+    pub identity: String,
+    /// Watch only this namespace's ensembles (None: all namespaces). Nodes and node Leases are always
+    /// cluster-wide.
+    pub namespace: Option<String>,
+}
+
+/// Starts the watches and runs the controller until `shutdown` resolves. `ready` turns true once the caches
+/// have synced.
+pub async fn run(
+    client: Client,
+    config: OperatorConfig,
+    metrics: Metrics,
+    scope: Scope,
+    ready: Arc<AtomicBool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let identity = scope.identity.clone();
+    fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ns = scope.namespace.as_deref();
+    let managed = format!("{MANAGED_BY}={MANAGER},{COMPONENT}={COMPONENT_VARIANT}");
+    let (node_store, node_writer) = reflector::store::<Node>();
+    let (lease_store, lease_writer) = reflector::store::<Lease>();
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let nodes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(node_writer)
+        .applied_objects();
+    let leases = watcher(
+        Api::<Lease>::namespaced(client.clone(), "kube-node-lease"),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(lease_writer)
+    .applied_objects();
+    let pods = watcher(
+        api::<Pod>(&client, ns),
+        watcher::Config::default().labels(&managed),
+    )
+    .default_backoff()
+    .reflect(pod_writer)
+    .applied_objects();
+    tokio::spawn(drain(nodes, "nodes"));
+    tokio::spawn(drain(leases, "leases"));
+    tokio::spawn(drain(pods, "pods"));
+    for (what, r) in [
+        ("nodes", node_store.wait_until_ready().await),
+        ("leases", lease_store.wait_until_ready().await),
+        ("pods", pod_store.wait_until_ready().await),
+    ] {
+        if r.is_err() {
+            tracing::error!(what, "watch ended before its cache synced");
+            return;
+        }
+    }
+    let view = Arc::new(NodeView::new(node_store, lease_store));
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        config,
+        metrics: metrics.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance: Some(identity),
+            },
+        ),
+        nodes: view.clone(),
+        pods: pod_store.clone(),
+    });
+    let (tx, rx) = mpsc::channel::<ObjectRef<VariantEnsemble>>(1024);
+    let triggers =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let owned_pods = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
+    let controller = Controller::new(
+        api::<VariantEnsemble>(&client, ns),
+        watcher::Config::default(),
+    )
+    .owns(api::<Pod>(&client, ns), owned_pods.clone())
+    .owns(api::<Deployment>(&client, ns), owned_pods)
+    .reconcile_on(triggers)
+    .graceful_shutdown_on(shutdown);
+    tokio::spawn(failover::detect(
+        view,
+        controller.store(),
+        pod_store,
+        metrics,
+        tx,
+    ));
+    ready.store(true, Ordering::SeqCst);
+    tracing::info!(labels = %labels::APP, "controller started");
+    use futures::StreamExt;
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+    tracing::info!("controller stopped");
+}
+
+async fn drain<S, T>(stream: S, what: &'static str)
+where
+    S: futures::Stream<Item = Result<T, watcher::Error>>,
+{
+    use futures::StreamExt;
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = stream.next().await {
+        if let Err(e) = item {
+            tracing::warn!(what, error = %e, "watch error (retrying)");
+        }
+    }
+}

@@ -1,0 +1,234 @@
+use super::*;
+use crate::fixtures;
+
+fn cfg() -> OperatorConfig {
+    OperatorConfig::default()
+}
+
+fn pod_for(i: usize) -> Pod {
+    let ens = fixtures::ensemble();
+    let m = fixtures::manifest();
+    let v = &ens.spec.variants[i];
+    let mv = m.variant(&v.name).expect("variant in manifest");
+    variant_pod(&ens, v, mv, "edge-a", &cfg(), "initial placement", None).expect("pod builds")
+}
+
+#[test]
+fn variant_pod_is_pinned_labelled_owned_and_hardened() {
+    let pod = pod_for(0);
+    let meta = &pod.metadata;
+    assert!(
+        meta.name
+            .as_deref()
+            .is_some_and(|n| n.starts_with("fm-v0-") && n.len() == "fm-v0-".len() + 5)
+    );
+    assert_eq!(meta.namespace.as_deref(), Some("edge"));
+    let l = meta.labels.as_ref().expect("labels");
+    assert_eq!(l["vp.dev/ensemble"], "fm");
+    assert_eq!(l["vp.dev/variant"], "v0");
+    assert_eq!(l["app.kubernetes.io/component"], "variant");
+    let owner = &meta.owner_references.as_ref().expect("owner")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("VariantEnsemble", "fm", Some(true))
+    );
+    let spec = pod.spec.as_ref().expect("spec");
+    assert_eq!(spec.node_name.as_deref(), Some("edge-a"));
+    let c = &spec.containers[0];
+    assert_eq!(
+        c.args.as_deref().expect("args"),
+        [
+            "--manifest",
+            "/vp/ensemble.yaml",
+            "--variant",
+            "v0",
+            "--listen",
+            "0.0.0.0:8080",
+            "--default-k",
+            "3",
+            "--log-format",
+            "json"
+        ]
+    );
+    let sc = c.security_context.as_ref().expect("container security");
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        spec.security_context
+            .as_ref()
+            .and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+    assert_eq!(
+        spec.tolerations.as_ref().map(Vec::len),
+        Some(1),
+        "placement tolerations copied"
+    );
+    let mounts: Vec<&str> = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert_eq!(mounts, ["/vp/ensemble.yaml", "/vp/v0.onnx"]);
+}
+
+#[test]
+fn each_model_source_becomes_the_right_volume() {
+    // v1: URL -> emptyDir + init container with URL and digest in env (never in the script).
+    let p1 = pod_for(1);
+    let s1 = p1.spec.as_ref().expect("spec");
+    let init = &s1.init_containers.as_ref().expect("init container")[0];
+    let env: Vec<(&str, &str)> = init
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or("")))
+        .collect();
+    assert!(env.contains(&("MODEL_URL", "https://models.example/fmnist/v1.onnx")));
+    assert!(
+        !init
+            .command
+            .iter()
+            .flatten()
+            .any(|a| a.contains("models.example"))
+    );
+    assert!(
+        s1.volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == "model" && v.empty_dir.is_some())
+    );
+    // v2: hostPath file.
+    let p2 = pod_for(2);
+    let vol = p2
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .and_then(|v| v.iter().find(|v| v.name == "model"))
+        .cloned();
+    assert_eq!(
+        vol.and_then(|v| v.host_path).map(|h| h.path),
+        Some("/var/lib/vp/fmnist/v2.onnx".to_string())
+    );
+    // v3: PVC with the file as subPath.
+    let p3 = pod_for(3);
+    let c3 = &p3.spec.as_ref().expect("spec").containers[0];
+    let m = c3
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "model")
+        .expect("model mount");
+    assert_eq!(m.sub_path.as_deref(), Some("fmnist/v3.onnx"));
+}
+
+#[test]
+fn pod_names_are_stable_and_change_with_node_or_template() {
+    let ens = fixtures::ensemble();
+    let m = fixtures::manifest();
+    let v = &ens.spec.variants[0];
+    let mv = m.variant("v0").expect("v0");
+    let a1 = variant_pod(&ens, v, mv, "edge-a", &cfg(), "x", None).expect("pod");
+    let a2 = variant_pod(
+        &ens,
+        v,
+        mv,
+        "edge-a",
+        &cfg(),
+        "y",
+        Some(("2026-01-01T00:00:00Z", "LeaseExpired")),
+    )
+    .expect("pod");
+    let b = variant_pod(&ens, v, mv, "edge-b", &cfg(), "x", None).expect("pod");
+    assert_eq!(
+        a1.metadata.name, a2.metadata.name,
+        "annotations do not rename the pod"
+    );
+    assert_ne!(a1.metadata.name, b.metadata.name);
+    let mut ens2 = ens.clone();
+    ens2.spec.images.variant = Some("example/vp-variant:2".into());
+    let a3 = variant_pod(
+        &ens2,
+        &ens2.spec.variants[0],
+        mv,
+        "edge-a",
+        &cfg(),
+        "x",
+        None,
+    )
+    .expect("pod");
+    assert_ne!(
+        a1.metadata.name, a3.metadata.name,
+        "a new template gets a new pod"
+    );
+}
+
+#[test]
+fn bad_manifest_file_names_are_refused() {
+    let ens = fixtures::ensemble();
+    let mut mv = fixtures::manifest().variants[0].clone();
+    mv.file = "../../etc/passwd".into();
+    let e =
+        variant_pod(&ens, &ens.spec.variants[0], &mv, "n", &cfg(), "x", None).expect_err("refused");
+    assert!(e.to_string().contains("plain file name"), "{e}");
+}
+
+#[test]
+fn aggregator_config_follows_the_dataplane_format() {
+    let ens = fixtures::ensemble();
+    let text = aggregator_config(&ens, &fixtures::manifest()).expect("config");
+    let v: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["manifest"], "ensemble.yaml");
+    assert_eq!(v["top_k"], 3);
+    assert_eq!(v["deadline_ms"], 150);
+    assert_eq!(v["min_variants"], 2);
+    assert_eq!(v["combine"], "soft_vote");
+    assert_eq!(
+        v["weights"]["v2"], 0.9,
+        "weighted soft vote uses manifest accuracies"
+    );
+    assert_eq!(v["variants"][1]["url"], "http://fm-v1.edge.svc:8080");
+    assert_eq!(v["variants"].as_sequence().map(Vec::len), Some(4));
+}
+
+#[test]
+fn aggregator_objects() {
+    let ens = fixtures::ensemble();
+    let cm = aggregator_configmap(&ens, &fixtures::manifest(), fixtures::MANIFEST).expect("cm");
+    let data = cm.data.expect("data");
+    assert_eq!(data[MANIFEST_KEY], fixtures::MANIFEST);
+    assert!(data.contains_key(AGGREGATOR_CONFIG_KEY));
+    let d = aggregator_deployment(&ens, &cfg()).expect("deployment");
+    let spec = d.spec;
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.expect("pod spec");
+    assert_eq!(
+        pod.node_selector.expect("selector")["node-role.kubernetes.io/edge"],
+        "true"
+    );
+    let svc = aggregator_service(&ens).expect("svc").spec.expect("spec");
+    assert_eq!(svc.type_.as_deref(), Some("NodePort"));
+    assert_eq!(svc.ports.expect("ports")[0].port, 9000);
+    assert_eq!(
+        aggregator_endpoint(&ens).as_deref(),
+        Some("http://fm-aggregator.edge.svc:9000")
+    );
+    let vs = variant_service(&ens, "v2").expect("svc");
+    assert_eq!(vs.metadata.name.as_deref(), Some("fm-v2"));
+    assert_eq!(
+        vs.spec.and_then(|s| s.selector).expect("selector")["vp.dev/variant"],
+        "v2"
+    );
+}
+
+#[test]
+fn objects_without_uid_are_refused() {
+    let mut ens = fixtures::ensemble();
+    ens.metadata.uid = None;
+    assert!(matches!(
+        variant_service(&ens, "v0"),
+        Err(BuildError::Metadata(_))
+    ));
+}

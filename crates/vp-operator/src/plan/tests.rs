@@ -1,0 +1,450 @@
+use super::*;
+use crate::fixtures;
+use crate::observe::node_info;
+
+const T0: &str = "2026-01-01T00:00:00Z";
+
+fn at(s: &str) -> Timestamp {
+    s.parse().expect("timestamp")
+}
+
+/// The fixture nodes plus a spare edge node `edge-f`, with edge-a judged by `a_health`.
+fn nodes(a_health: Health) -> Vec<NodeInfo> {
+    let mut out: Vec<NodeInfo> = fixtures::nodes()
+        .iter()
+        .map(|n| {
+            let h = if n.metadata.name.as_deref() == Some("edge-a") {
+                a_health.clone()
+            } else {
+                Health::Healthy
+            };
+            node_info(n, h, (0.0, 0.0))
+        })
+        .collect();
+    let mut spare = out[4].clone();
+    spare.name = "edge-f".into();
+    spare.cpu = 1.0;
+    out.push(spare);
+    out
+}
+
+struct World {
+    ens: VariantEnsemble,
+    manifest: EnsembleManifest,
+    pods: Vec<Pod>,
+    cfg: OperatorConfig,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            ens: fixtures::ensemble(),
+            manifest: fixtures::manifest(),
+            pods: vec![],
+            cfg: OperatorConfig::default(),
+        }
+    }
+
+    /// Plans, then carries the plan out the way the controller would (creates, deletes, status).
+    fn step(&mut self, nodes: &[NodeInfo], now: &str) -> Plan {
+        let plan = plan(&Inputs {
+            ensemble: &self.ens,
+            manifest: Ok((&self.manifest, fixtures::MANIFEST)),
+            nodes,
+            pods: &self.pods,
+            services: &[],
+            aggregator_ready: 1,
+            config: &self.cfg,
+            now: at(now),
+        });
+        let gone: BTreeSet<&str> = plan.delete.iter().map(|d| d.name.as_str()).collect();
+        self.pods.retain(|p| !gone.contains(p.name_any().as_str()));
+        self.pods.extend(plan.create.iter().cloned());
+        self.ens.status = Some(plan.status.clone());
+        plan
+    }
+
+    /// Marks every pod Ready since `when` (as a kubelet would).
+    fn all_ready(&mut self, when: &str) {
+        for p in &mut self.pods {
+            if !observe::pod_ready(p) {
+                p.status = Some(serde_json::from_value(serde_json::json!({
+                    "phase": "Running",
+                    "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": when}]
+                })).expect("status"));
+            }
+        }
+    }
+
+    fn node_of(&self, variant: &str) -> Option<String> {
+        self.pods
+            .iter()
+            .find(|p| p.labels().get(VARIANT).map(String::as_str) == Some(variant))
+            .and_then(|p| observe::pod_node(p).map(str::to_string))
+    }
+}
+
+fn cond(s: &VariantEnsembleStatus, t: ConditionType) -> (&str, &str) {
+    let c = s.condition(t).expect("condition present");
+    (c.status.as_str(), c.reason.as_str())
+}
+
+#[test]
+fn fresh_ensemble_places_one_variant_per_node_biggest_first() {
+    let mut w = World::new();
+    let p = w.step(&nodes(Health::Healthy), T0);
+    assert_eq!(p.create.len(), 4);
+    assert_eq!(p.services.len(), 4);
+    assert!(p.aggregator.is_some());
+    assert!(p.delete.is_empty() && p.reschedules.is_empty());
+    // v2 has the most MACs -> the 4-CPU node; the cordoned, unlabelled nodes are not used.
+    assert_eq!(w.node_of("v2").as_deref(), Some("edge-a"));
+    assert_eq!(w.node_of("v1").as_deref(), Some("edge-b"));
+    let used: BTreeSet<String> = ["v0", "v1", "v2", "v3"]
+        .iter()
+        .filter_map(|v| w.node_of(v))
+        .collect();
+    assert_eq!(used.len(), 4, "one variant per node");
+    assert!(!used.contains("edge-d") && !used.contains("core-0"));
+    assert_eq!(
+        cond(&p.status, ConditionType::Ready),
+        ("False", "VariantsUnavailable")
+    );
+    assert_eq!(
+        cond(&p.status, ConditionType::Progressing),
+        ("True", "Reconciling")
+    );
+    assert_eq!(p.status.available_variants, 0);
+    assert_eq!(p.status.desired_variants, 4);
+    assert_eq!(p.status.expected_accuracy, None);
+    assert!(
+        p.events.is_empty(),
+        "no Degraded event for a brand-new ensemble: {:?}",
+        p.events
+    );
+}
+
+#[test]
+fn steady_state_is_idempotent_and_ready() {
+    let mut w = World::new();
+    let n = nodes(Health::Healthy);
+    w.step(&n, T0);
+    w.all_ready("2026-01-01T00:00:05Z");
+    let p = w.step(&n, "2026-01-01T00:00:06Z");
+    assert!(
+        p.create.is_empty() && p.delete.is_empty(),
+        "{:?} {:?}",
+        p.create.len(),
+        p.delete
+    );
+    assert_eq!(
+        cond(&p.status, ConditionType::Ready),
+        ("True", "AllVariantsServing")
+    );
+    assert_eq!(
+        cond(&p.status, ConditionType::Degraded),
+        ("False", "AllVariantsServing")
+    );
+    assert_eq!(
+        cond(&p.status, ConditionType::Progressing),
+        ("False", "Stable")
+    );
+    assert_eq!(p.status.expected_accuracy, Some(0.922));
+    assert_eq!(
+        p.status.aggregator_endpoint.as_deref(),
+        Some("http://fm-aggregator.edge.svc:9000")
+    );
+    let again = w.step(&n, "2026-01-01T00:00:30Z");
+    assert!(again.create.is_empty() && again.delete.is_empty() && again.events.is_empty());
+    assert_eq!(
+        again.status, p.status,
+        "nothing churns, transition times kept"
+    );
+}
+
+#[test]
+fn failed_node_moves_its_variant_to_the_spare_and_recovers() {
+    let mut w = World::new();
+    w.step(&nodes(Health::Healthy), T0);
+    w.all_ready("2026-01-01T00:00:05Z");
+    w.step(&nodes(Health::Healthy), "2026-01-01T00:00:06Z");
+    let old_pod = w
+        .pods
+        .iter()
+        .find(|p| p.labels()[VARIANT] == "v2")
+        .map(|p| p.name_any())
+        .expect("v2 pod");
+
+    let failed = Health::Failed(FailureReason::LeaseExpired { silent_s: 21 });
+    let p = w.step(&nodes(failed.clone()), "2026-01-01T00:01:00Z");
+    assert_eq!(
+        p.delete,
+        vec![Deletion {
+            name: old_pod,
+            force: true,
+            why: "edge-a: node lease not renewed for 21s".into()
+        }]
+    );
+    assert_eq!(p.create.len(), 1);
+    assert_eq!(w.node_of("v2").as_deref(), Some("edge-f"));
+    assert_eq!(
+        p.create[0].annotations()[FAILED_SINCE],
+        "2026-01-01T00:00:39Z",
+        "silence began 21 s before"
+    );
+    assert_eq!(
+        p.reschedules,
+        vec![Reschedule {
+            variant: "v2".into(),
+            reason: "LeaseExpired",
+            from: Some("edge-a".into()),
+            to: Some("edge-f".into())
+        }]
+    );
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == "Rescheduled" && e.message.contains("from edge-a to edge-f"))
+    );
+    assert!(p.events.iter().any(|e| e.reason == "Degraded"));
+    assert_eq!(
+        cond(&p.status, ConditionType::Degraded),
+        ("True", "VariantsUnavailable")
+    );
+    assert_eq!(
+        cond(&p.status, ConditionType::Progressing),
+        ("True", "Rescheduling")
+    );
+    assert_eq!(p.status.available_variants, 3);
+    assert_eq!(
+        p.status.expected_accuracy,
+        Some(0.910),
+        "subset {{v0, v1, v3}} at k=3"
+    );
+    let v2 = p
+        .status
+        .variants
+        .iter()
+        .find(|v| v.name == "v2")
+        .expect("v2 status");
+    assert_eq!(
+        (v2.reschedules, v2.ready, v2.node.as_deref()),
+        (1, false, Some("edge-f"))
+    );
+
+    // The replacement becomes ready 4 s after it was created: failure-to-ready is 25 s.
+    w.all_ready("2026-01-01T00:01:04Z");
+    let p = w.step(&nodes(failed), "2026-01-01T00:01:05Z");
+    assert!(p.create.is_empty() && p.delete.is_empty());
+    assert_eq!(
+        p.recovered,
+        vec![(
+            "v2".to_string(),
+            "LeaseExpired".to_string(),
+            Duration::from_secs(25)
+        )]
+    );
+    assert_eq!(
+        cond(&p.status, ConditionType::Ready),
+        ("True", "AllVariantsServing")
+    );
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == "Recovered" && !e.warning)
+    );
+    let v2 = p
+        .status
+        .variants
+        .iter()
+        .find(|v| v.name == "v2")
+        .expect("v2 status");
+    assert_eq!(v2.reschedules, 1, "counted once");
+}
+
+#[test]
+fn a_returning_node_is_used_again_without_moving_serving_variants() {
+    let mut w = World::new();
+    let failed = Health::Failed(FailureReason::NotReady);
+    w.step(&nodes(failed), T0);
+    assert!(w.node_of("v2").is_some_and(|n| n != "edge-a"));
+    w.all_ready("2026-01-01T00:00:05Z");
+    let p = w.step(&nodes(Health::Healthy), "2026-01-01T00:00:10Z");
+    assert!(
+        p.create.is_empty() && p.delete.is_empty(),
+        "no disruptive move back"
+    );
+}
+
+#[test]
+fn no_spare_means_unplaced_with_a_reason_and_nothing_stranded() {
+    let mut w = World::new();
+    let mut n = nodes(Health::Healthy);
+    n.retain(|n| n.name == "edge-a" || n.name == "edge-b");
+    w.step(&n, T0);
+    w.all_ready("2026-01-01T00:00:05Z");
+    // Both nodes fail: every pod is force-deleted, nothing can be placed.
+    let dead: Vec<NodeInfo> = n
+        .iter()
+        .cloned()
+        .map(|mut x| {
+            x.health = Health::Failed(FailureReason::NotReady);
+            x
+        })
+        .collect();
+    let p = w.step(&dead, "2026-01-01T00:01:00Z");
+    assert_eq!(p.delete.len(), 4);
+    assert!(p.delete.iter().all(|d| d.force));
+    assert!(p.create.is_empty());
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == "FailedPlacement" && e.message.contains("2 failed"))
+    );
+    assert_eq!(
+        cond(&p.status, ConditionType::Degraded),
+        ("True", "NoVariantServing")
+    );
+    assert!(p.status.variants.iter().all(|v| {
+        v.node.is_none()
+            && v.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("no node fits"))
+    }));
+    // Same situation again: no repeated FailedPlacement events.
+    let p = w.step(&dead, "2026-01-01T00:01:10Z");
+    assert!(!p.events.iter().any(|e| e.reason == "FailedPlacement"));
+}
+
+#[test]
+fn evicted_pod_is_replaced_on_another_node() {
+    let mut w = World::new();
+    let n = nodes(Health::Healthy);
+    w.step(&n, T0);
+    w.all_ready("2026-01-01T00:00:05Z");
+    w.step(&n, "2026-01-01T00:00:06Z");
+    let pod = w
+        .pods
+        .iter_mut()
+        .find(|p| p.labels()[VARIANT] == "v0")
+        .expect("v0");
+    let was = observe::pod_node(pod).map(str::to_string);
+    pod.status = Some(
+        serde_json::from_value(serde_json::json!({"phase": "Failed", "reason": "Evicted"}))
+            .expect("status"),
+    );
+    let p = w.step(&n, "2026-01-01T00:00:30Z");
+    assert_eq!(p.reschedules.len(), 1);
+    assert_eq!(p.reschedules[0].reason, "PodFailed");
+    assert_ne!(w.node_of("v0"), was, "avoids the node it was evicted from");
+}
+
+#[test]
+fn spec_change_rolls_without_taking_the_variant_down() {
+    let mut w = World::new();
+    let n = nodes(Health::Healthy);
+    w.step(&n, T0);
+    w.all_ready("2026-01-01T00:00:05Z");
+    w.step(&n, "2026-01-01T00:00:06Z");
+    w.ens.spec.images.variant = Some("example/vp-variant:2".into());
+    let p = w.step(&n, "2026-01-01T00:00:10Z");
+    assert_eq!(p.create.len(), 4, "new pods on the same nodes");
+    assert!(
+        p.delete.is_empty(),
+        "old pods keep serving until the new ones are ready"
+    );
+    assert_eq!(p.status.available_variants, 4);
+    w.all_ready("2026-01-01T00:00:15Z");
+    let p = w.step(&n, "2026-01-01T00:00:16Z");
+    assert_eq!(p.delete.len(), 4);
+    assert!(p.delete.iter().all(|d| !d.force));
+    assert_eq!(p.status.available_variants, 4);
+}
+
+#[test]
+fn removed_variant_loses_pod_and_service() {
+    let mut w = World::new();
+    let n = nodes(Health::Healthy);
+    w.step(&n, T0);
+    w.ens.spec.variants.retain(|v| v.name != "v3");
+    let p = plan(&Inputs {
+        ensemble: &w.ens,
+        manifest: Ok((&w.manifest, fixtures::MANIFEST)),
+        nodes: &n,
+        pods: &w.pods,
+        services: &["v0".into(), "v3".into()],
+        aggregator_ready: 1,
+        config: &w.cfg,
+        now: at(T0),
+    });
+    assert_eq!(p.delete.len(), 1);
+    assert!(p.delete[0].name.starts_with("fm-v3-"));
+    assert_eq!(p.delete_services, vec!["v3".to_string()]);
+}
+
+#[test]
+fn invalid_spec_touches_nothing_and_says_why_once() {
+    let mut w = World::new();
+    w.ens.spec.model.classes = 12;
+    let p = w.step(&nodes(Health::Healthy), T0);
+    assert!(p.create.is_empty() && p.aggregator.is_none() && p.services.is_empty());
+    assert_eq!(
+        cond(&p.status, ConditionType::Ready),
+        ("False", "InvalidSpec")
+    );
+    let msg = &p
+        .status
+        .condition(ConditionType::Ready)
+        .expect("ready")
+        .message;
+    assert!(
+        msg.contains("classes is 12") && msg.contains("is 10"),
+        "{msg}"
+    );
+    assert_eq!(p.events.len(), 1);
+    let p = w.step(&nodes(Health::Healthy), T0);
+    assert!(p.events.is_empty(), "same problem, no new event");
+}
+
+#[test]
+fn manifest_problems_and_unknown_variants_are_reported() {
+    let mut w = World::new();
+    w.ens.spec.variants[0].name = "v9".into();
+    let p = w.step(&nodes(Health::Healthy), T0);
+    let msg = &p
+        .status
+        .condition(ConditionType::Ready)
+        .expect("ready")
+        .message;
+    assert!(msg.contains("v9 is not in manifest family fmnist"), "{msg}");
+    let p = plan(&Inputs {
+        ensemble: &fixtures::ensemble(),
+        manifest: Err("configmap edge/fmnist-manifest not found".into()),
+        nodes: &[],
+        pods: &[],
+        services: &[],
+        aggregator_ready: 0,
+        config: &w.cfg,
+        now: at(T0),
+    });
+    assert!(
+        p.status
+            .condition(ConditionType::Ready)
+            .is_some_and(|c| c.message.contains("not found"))
+    );
+}
+
+#[test]
+fn url_digest_must_match_the_manifest() {
+    let mut w = World::new();
+    if let Some(u) = w.ens.spec.variants[1].source.url.as_mut() {
+        u.sha256 = "f".repeat(64);
+    }
+    let p = w.step(&nodes(Health::Healthy), T0);
+    let msg = &p
+        .status
+        .condition(ConditionType::Ready)
+        .expect("ready")
+        .message;
+    assert!(msg.contains("differs from the manifest"), "{msg}");
+}
