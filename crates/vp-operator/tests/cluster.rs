@@ -3,11 +3,7 @@
 //! server-side apply with owner references, status, garbage collection, node failure -> reschedule, restart
 //! without churn. Each test runs its own operator, scoped to its own namespace, and its own labelled nodes, so
 //! tests run in parallel on one shared control plane.
-//!
-//! Waiting for the merge of crates/vp-testenv (branch `controlplane`): once it is in the workspace, move this
-//! file to `crates/vp-operator/tests/cluster.rs` and add to crates/vp-operator/Cargo.toml
-//! `[dev-dependencies] vp-testenv = { path = "../vp-testenv" }` and
-//! `tokio = { version = "1", features = ["macros", "rt-multi-thread", "time"] }`.
+
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
