@@ -15,7 +15,7 @@ FMNIST = MODELS / "fmnist"
 
 @pytest.fixture(autouse=True, scope="session")
 def _threads() -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -63,3 +63,12 @@ def test_resume_from_checkpoint_is_exact(tmp_path: Path) -> None:
     again = _models(ds)
     assert train.train(again, ds, cfg, tmp_path / "resumed", joint=True, log=lambda _: None) is not None
     assert torch.equal(next(iter(again[0].parameters())), next(iter(fresh[0].parameters())))
+
+
+def test_distillation_term_is_zero_when_student_equals_teacher() -> None:
+    z = torch.randn(8, 10)
+    y = torch.randint(0, 10, (8,))
+    cfg = TrainConfig(distill_weight=1.0, distill_temperature=4.0)
+    plain = train.joint_loss([z], y, cfg, joint=False)
+    assert torch.isclose(train.joint_loss([z], y, cfg, joint=False, teacher=z), plain, atol=1e-6)
+    assert train.joint_loss([z], y, cfg, joint=False, teacher=torch.randn(8, 10)) > plain

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import manifest, pipeline
+from . import manifest, pipeline, report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,8 +20,15 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", type=Path, required=True, help="folder for the ONNX files and ensemble.yaml")
     b.add_argument("--work", type=Path, required=True, help="folder for checkpoints and logs")
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the config's)")
+    t = sub.add_parser("train", help="train one part (variants or baseline) of a family; resumes from --work")
+    t.add_argument("config", type=Path)
+    t.add_argument("--part", choices=["variants", "baseline"], required=True)
+    t.add_argument("--work", type=Path, required=True, help="folder for checkpoints and logs")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the config's)")
     v = sub.add_parser("validate", help="check an ensemble.yaml against schema v1 and its files")
     v.add_argument("manifest", type=Path)
+    r = sub.add_parser("report", help="print a manifest's results as markdown tables")
+    r.add_argument("manifest", type=Path)
     args = ap.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -36,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         checks = pipeline.size_targets(cfg, rows)
         print(checks)
         return 0 if all(c["met"] for c in checks.values()) else 1
+    if args.cmd == "train":
+        cfg, ds = pipeline.load_family(args.config)
+        pipeline.train_part(pipeline.with_threads(cfg, args.threads), ds, args.work, args.part, log)
+        return 0
+    if args.cmd == "report":
+        print(report.markdown(manifest.read(args.manifest)), end="")
+        return 0
     if args.cmd == "build":
         pipeline.build(args.config, args.out, args.work, args.threads, log)
         return 0

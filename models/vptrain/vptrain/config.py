@@ -26,13 +26,15 @@ class TrainConfig:
     weight_decay: float = 4e-5
     warmup_fraction: float = 0.05       # linear warm-up share of all steps, then cosine decay to 0
     ensemble_weight: float = 1.0        # weight of the ensemble's CE in the joint loss
+    distill_weight: float = 0.0         # >0: add distill_weight * T^2 * KL(teacher || variant) per variant
+    distill_temperature: float = 4.0    # T; the teacher is the trained baseline (logits on un-augmented images)
     label_smoothing: float = 0.0
     val_fraction: float = 0.0833        # share of the training split held out for validation
     train_subset: int | None = None     # use only this many training samples (quick runs; labelled as such)
     flip: bool = True                   # random horizontal flips (off for digits)
     shift: int = 2                      # random translation, pixels (zero padded)
     seed: int = 0
-    threads: int = 2                    # torch CPU threads
+    threads: int = 1                    # torch CPU threads (1: fastest on a shared, busy CPU)
     checkpoint_every_s: float = 120.0   # mid-epoch checkpoint period
     eval_batch: int = 500
     note: str = ""                      # free text copied to the manifest (e.g. "early, briefly trained")

@@ -33,7 +33,7 @@ def export(model: Classifier, path: Path, shape: tuple[int, int, int]) -> None:
     onnx.save(proto, str(path))
 
 
-def session(path: Path, threads: int = 2) -> ort.InferenceSession:
+def session(path: Path, threads: int = 1) -> ort.InferenceSession:
     """A CPU ONNX Runtime session."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads

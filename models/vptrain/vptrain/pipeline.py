@@ -8,6 +8,7 @@ import os
 import platform
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -83,42 +84,96 @@ def hardware(threads: int) -> str:
     return f"CPU {model}, {os.cpu_count()} logical cores, torch threads {threads} (machine shared with other jobs)"
 
 
-def _claim_work_dir(work_dir: Path, cfg: config.FamilyConfig) -> None:
-    """Refuses to resume checkpoints that were made for a different family config."""
+BASELINE_IGNORES = ("distill_weight", "distill_temperature", "ensemble_weight", "note")
+
+
+def _claim_work_dir(work_dir: Path, cfg: config.FamilyConfig, part: str) -> None:
+    """Refuses to resume checkpoints that were made for a different config (of what that part depends on)."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    key = json.dumps({k: cfg.raw.get(k) for k in ("dataset", "architecture", "baseline", "variants", "training")},
-                     sort_keys=True)
-    stamp = work_dir / "config.json"
+    if part == "baseline":
+        training = {k: v for k, v in dict(cfg.raw.get("training") or {}).items() if k not in BASELINE_IGNORES}
+        key = json.dumps({"dataset": cfg.raw.get("dataset"), "architecture": cfg.raw.get("architecture"),
+                          "baseline": cfg.raw.get("baseline"), "training": training}, sort_keys=True)
+    else:
+        key = json.dumps({k: cfg.raw.get(k) for k in ("dataset", "architecture", "baseline", "variants", "training")},
+                         sort_keys=True)
+    stamp = work_dir / f"config-{part}.json"
     if stamp.exists() and stamp.read_text() != key:
         raise RuntimeError(f"{work_dir} holds checkpoints of a different config; delete it to start afresh")
     stamp.write_text(key)
+
+
+def with_threads(cfg: config.FamilyConfig, threads: int | None) -> config.FamilyConfig:
+    """The config with its CPU thread count overridden (None: unchanged)."""
+    if threads is None:
+        return cfg
+    return replace(cfg, training=replace(cfg.training, threads=threads))
+
+
+def train_part(cfg: config.FamilyConfig, ds: data.Dataset, work_dir: Path, part: str,
+               log: Log) -> tuple[list[Classifier], train.TrainResult]:
+    """Trains (or loads, when finished) the jointly trained variants or the baseline; part: variants|baseline."""
+    if part not in ("variants", "baseline"):
+        raise ValueError(f"part must be variants or baseline, got {part!r}")
+    _claim_work_dir(work_dir, cfg, part)
+    tc = cfg.training
+    teacher = None
+    if part == "variants":
+        models = [build_model(s, ds, tc.seed + i) for i, s in enumerate(cfg.variants)]
+        if tc.distill_weight > 0 and not (work_dir / part / "final.pt").exists():
+            teacher = _teacher_logits(cfg, ds, work_dir, log)
+    else:
+        models = [build_model(cfg.baseline, ds, tc.seed + 100)]
+    result = train.train(models, ds, tc, work_dir / part, joint=part == "variants", log=log,
+                         teacher_logits=teacher)
+    if result is None:  # only happens with stop_after, which is not used here
+        raise RuntimeError(f"{part} training stopped early; rerun to resume")
+    return models, result
+
+
+def _teacher_logits(cfg: config.FamilyConfig, ds: data.Dataset, work_dir: Path, log: Log) -> np.ndarray:
+    """Logits of the trained baseline on every (un-augmented) training image, cached in the work folder."""
+    cache = work_dir / "teacher_logits.npy"
+    if cache.exists():
+        return np.load(cache)
+    if not (work_dir / "baseline" / "final.pt").exists():
+        raise RuntimeError("distillation needs the trained baseline first: train --part baseline")
+    (teacher,), _ = train_part(cfg, ds, work_dir, "baseline", log)
+    device = train.pick_device()
+    teacher.to(device).eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(ds.train_x), cfg.training.eval_batch):
+            out.append(teacher(torch.from_numpy(ds.train_x[i:i + cfg.training.eval_batch]).to(device)).cpu().numpy())
+    logits = np.concatenate(out).astype(np.float32)
+    np.save(cache, logits)
+    log(f"teacher logits for {len(logits)} training images written to {cache}")
+    return logits
 
 
 def build(config_path: Path, out_dir: Path, work_dir: Path, threads: int | None = None,
           log: Log = print) -> dict[str, Any]:
     """Regenerates a family into out_dir (ONNX files, ensemble.yaml, family.yaml); returns the manifest."""
     cfg, ds = load_family(config_path)
-    if threads is not None:
-        cfg = config.FamilyConfig(cfg.family, cfg.dataset, cfg.baseline, cfg.variants,
-                                  config.TrainConfig(**{**cfg.training.__dict__, "threads": threads}),
-                                  cfg.targets, cfg.raw)
+    cfg = with_threads(cfg, threads)
     tc = cfg.training
     sizes = size_table(cfg, ds)
     for name, r in sizes.items():
         log(f"{name}: params {r['params']} ({r['param_ratio']}x fewer) macs {r['macs']} ({r['mac_ratio']}x fewer)")
     started = time.time()
-    _claim_work_dir(work_dir, cfg)
 
-    variants = [build_model(s, ds, tc.seed + i) for i, s in enumerate(cfg.variants)]
-    res_var = train.train(variants, ds, tc, work_dir / "variants", joint=True, log=log)
-    baseline = build_model(cfg.baseline, ds, tc.seed + 100)
-    res_base = train.train([baseline], ds, tc, work_dir / "baseline", joint=False, log=log)
-    assert res_var is not None and res_base is not None  # no stop_after here: runs go to the end
+    variants, res_var = train_part(cfg, ds, work_dir, "variants", log)
+    (baseline,), res_base = train_part(cfg, ds, work_dir, "baseline", log)
     for m in (*variants, baseline):
         m.cpu().eval()
         m.to(memory_format=torch.contiguous_format)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    keep = {f"{m.spec.name}.onnx" for m in (*variants, baseline)}
+    for stale in out_dir.glob("*.onnx"):
+        if stale.name not in keep:
+            log(f"removing {stale} (not a model of this family)")
+            stale.unlink()
     rng = np.random.default_rng(tc.seed)
     random_imgs = rng.integers(0, 256, size=(16, *ds.shape), dtype=np.uint8)
     real_imgs = ds.test_x[:256]

@@ -56,9 +56,16 @@ def lr_factor(step: int, total: int, warmup_fraction: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def joint_loss(logits: list[torch.Tensor], y: torch.Tensor, cfg: TrainConfig, joint: bool) -> torch.Tensor:
-    """Sum of per-model CE, plus the ensemble's CE when training a family."""
+def joint_loss(logits: list[torch.Tensor], y: torch.Tensor, cfg: TrainConfig, joint: bool,
+               teacher: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum of per-model CE, plus the ensemble's CE when training a family, plus distillation from `teacher`."""
     loss = sum(F.cross_entropy(z, y, label_smoothing=cfg.label_smoothing) for z in logits)
+    if teacher is not None and cfg.distill_weight > 0:
+        t = cfg.distill_temperature
+        target = F.log_softmax(teacher / t, dim=1)
+        for z in logits:
+            kl = F.kl_div(F.log_softmax(z / t, dim=1), target, reduction="batchmean", log_target=True)
+            loss = loss + cfg.distill_weight * t * t * kl
     if joint and cfg.ensemble_weight > 0:
         mean_probs = torch.stack([F.softmax(z, dim=1) for z in logits]).mean(0)
         loss = loss + cfg.ensemble_weight * F.nll_loss(torch.log(mean_probs.clamp_min(1e-12)), y)
@@ -97,10 +104,12 @@ def _save(path: Path, state: dict) -> None:
 
 
 def train(models: list[Classifier], data: Dataset, cfg: TrainConfig, run_dir: Path, joint: bool,
-          log: Log = print, stop_after: int | None = None) -> TrainResult | None:
+          log: Log = print, stop_after: int | None = None,
+          teacher_logits: np.ndarray | None = None) -> TrainResult | None:
     """Trains `models` together on the same batches; resumes from run_dir/checkpoint.pt; writes final.pt.
 
     With `stop_after`, returns None after that many steps of this call, leaving a checkpoint to resume from.
+    `teacher_logits` ([len(train_x), classes], aligned with data.train_x) enables distillation.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / "final.pt"
@@ -122,6 +131,7 @@ def train(models: list[Classifier], data: Dataset, cfg: TrainConfig, run_dir: Pa
         train_idx = np.sort(np.random.default_rng(cfg.seed + 1).permutation(train_idx)[:cfg.train_subset])
     x_train = torch.from_numpy(data.train_x[train_idx]).to(device)
     y_train = torch.from_numpy(data.train_y[train_idx]).to(device)
+    t_train = None if teacher_logits is None else torch.from_numpy(teacher_logits[train_idx]).float().to(device)
     steps_per_epoch = max(1, len(train_idx) // cfg.batch_size)  # drop the ragged last batch
     total_steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
 
@@ -164,7 +174,8 @@ def train(models: list[Classifier], data: Dataset, cfg: TrainConfig, run_dir: Pa
             yb = y_train[idx]
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * lr_factor(step, total_steps, cfg.warmup_fraction)
-            loss = joint_loss([m(xb) for m in models], yb, cfg, joint)
+            tb = None if t_train is None else t_train[idx]
+            loss = joint_loss([m(xb) for m in models], yb, cfg, joint, tb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
