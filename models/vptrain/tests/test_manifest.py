@@ -1,0 +1,91 @@
+"""The shipped family: ensemble.yaml against schema v1, sha256/bytes of its files, the ONNX contract, and the
+validator's rejection of broken manifests."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from vptrain import combine, data, export, manifest
+
+
+@pytest.fixture(scope="module")
+def shipped(fmnist_dir: Path) -> dict:
+    return manifest.read(fmnist_dir / "ensemble.yaml")
+
+
+def test_shipped_manifest_is_valid_and_hashes_match(shipped: dict, fmnist_dir: Path) -> None:
+    assert manifest.validate(shipped, fmnist_dir) == []
+
+
+def test_shipped_manifest_describes_fashion_mnist(shipped: dict) -> None:
+    assert shipped["dataset"]["name"] == "fashion-mnist"
+    assert shipped["dataset"]["classes"] == data.FMNIST_CLASSES
+    assert shipped["dataset"]["test_samples"] == 10000
+    assert shipped["input"]["shape"] == [1, 28, 28]
+    assert 3 <= len(shipped["variants"]) <= 5
+    assert len(shipped["subsets"]) == 2 ** len(shipped["variants"]) - 1
+    for key in ("config", "wall_time_s", "hardware", "seed"):
+        assert key in shipped["training"]
+
+
+def test_shipped_folder_is_small(fmnist_dir: Path) -> None:
+    total = sum(f.stat().st_size for f in fmnist_dir.iterdir() if f.is_file())
+    assert total < 20 * 1024 * 1024
+
+
+def test_shipped_onnx_files_follow_the_contract(shipped: dict, fmnist_dir: Path) -> None:
+    x = data.load_fashion_mnist().test_x[:200]
+    for entry in [*shipped["variants"], shipped["baseline"]]:
+        g = onnx.load(str(fmnist_dir / entry["file"])).graph
+        assert [i.name for i in g.input] == ["image"] and [o.name for o in g.output] == ["probs"]
+        probs = export.ort_probs(export.session(fmnist_dir / entry["file"]), x)
+        assert probs.shape == (200, 10)
+        np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_manifest_tables_agree_with_each_other(shipped: dict) -> None:
+    full = shipped["subsets"][-1]
+    assert full["variants"] == [v["name"] for v in shipped["variants"]]
+    assert [r["accuracy"] for r in shipped["topk"]] == full["topk_accuracy"]
+    singles = {tuple(r["variants"]): r["accuracy"] for r in shipped["subsets"] if len(r["variants"]) == 1}
+    for v in shipped["variants"]:
+        assert singles[(v["name"],)] == pytest.approx(v["accuracy"], abs=1e-6)
+
+
+def test_manifest_subset_rows_are_in_canonical_order(shipped: dict) -> None:
+    names = [v["name"] for v in shipped["variants"]]
+    expected = [[names[i] for i in s] for s in combine.subsets(names)]
+    assert [r["variants"] for r in shipped["subsets"]] == expected
+
+
+def test_validator_rejects_broken_manifests(shipped: dict, fmnist_dir: Path, tmp_path: Path) -> None:
+    def broken(edit) -> list[str]:
+        m = copy.deepcopy(shipped)
+        edit(m)
+        return manifest.validate(m)
+
+    assert broken(lambda m: m.update(schema_version=2))
+    assert broken(lambda m: m.pop("subsets"))
+    assert broken(lambda m: m["subsets"].pop())
+    assert broken(lambda m: m["variants"][0].update(name="Bad_Name"))
+    assert broken(lambda m: m["variants"][0].update(accuracy=1.5))
+    assert broken(lambda m: m["variants"][0].pop("sha256"))
+    assert broken(lambda m: m["topk"].reverse())
+    assert broken(lambda m: m["input"].update(dtype="float32"))
+    assert broken(lambda m: m["subsets"][-1].update(variants=list(reversed(m["subsets"][-1]["variants"]))))
+    # Files: a flipped byte or a missing file is caught.
+    copy_dir = tmp_path / "fam"
+    shutil.copytree(fmnist_dir, copy_dir)
+    first = copy_dir / shipped["variants"][0]["file"]
+    raw = bytearray(first.read_bytes())
+    raw[-1] ^= 0xFF
+    first.write_bytes(bytes(raw))
+    assert any("sha256" in e for e in manifest.validate(shipped, copy_dir))
+    first.unlink()
+    assert any("missing" in e for e in manifest.validate(shipped, copy_dir))

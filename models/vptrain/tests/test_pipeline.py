@@ -1,0 +1,94 @@
+"""Smoke run of the whole pipeline on scikit-learn digits: train briefly -> export -> evaluate -> manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vptrain import cli, combine, data, export, manifest
+
+
+@pytest.fixture(scope="module")
+def built(configs_dir: Path, tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("digits")
+    out, work = root / "out", root / "work"
+    assert cli.main(["build", str(configs_dir / "digits-tiny.yaml"), "--out", str(out), "--work", str(work)]) == 0
+    return out, manifest.read(out / "ensemble.yaml")
+
+
+def test_manifest_is_valid_and_complete(built) -> None:
+    out, man = built
+    assert manifest.validate(man, out) == []
+    assert cli.main(["validate", str(out / "ensemble.yaml")]) == 0
+    assert man["dataset"]["name"] == "digits" and man["input"]["shape"] == [1, 8, 8]
+    assert len(man["subsets"]) == 7 and [r["k"] for r in man["topk"]] == [1, 2, 3, 4, 5]
+    assert (out / "family.yaml").exists()
+    assert man["training"]["wall_time_s"] > 0 and "hardware" in man["training"]
+
+
+def test_models_learned_something(built) -> None:
+    _, man = built
+    # 3 short epochs on 1.3k images: far from converged, but clearly above chance (0.1).
+    assert man["subsets"][-1]["accuracy"] > 0.3
+
+
+def test_manifest_numbers_are_reproducible_from_the_onnx_files(built) -> None:
+    out, man = built
+    ds = data.load_digits()
+    probs = [export.ort_probs(export.session(out / v["file"]), ds.test_x) for v in man["variants"]]
+    for v, p in zip(man["variants"], probs, strict=True):
+        assert combine.accuracy(p.argmax(1), ds.test_y) == pytest.approx(v["accuracy"], abs=1e-6)
+    names = [v["name"] for v in man["variants"]]
+    assert combine.subset_table(names, probs, ds.test_y) == man["subsets"]
+    for row in man["topk"]:
+        assert combine.accuracy(combine.vote(probs, row["k"]), ds.test_y) == pytest.approx(row["accuracy"], abs=1e-6)
+    for v in [*man["variants"], man["baseline"]]:
+        assert max(v["ort_max_abs_diff"].values()) < 1e-5
+
+
+def test_rebuild_resumes_instead_of_retraining(built, configs_dir: Path, tmp_path: Path) -> None:
+    out, man = built
+    work = out.parent / "work"
+    again = tmp_path / "again"
+    assert cli.main(["build", str(configs_dir / "digits-tiny.yaml"), "--out", str(again), "--work", str(work)]) == 0
+    man2 = manifest.read(again / "ensemble.yaml")
+    assert [v["sha256"] for v in man2["variants"]] == [v["sha256"] for v in man["variants"]]
+    assert man2["subsets"] == man["subsets"]
+
+
+def test_work_dir_of_another_config_is_refused(built, tmp_path: Path, configs_dir: Path) -> None:
+    out, _ = built
+    changed = tmp_path / "changed.yaml"
+    changed.write_text((configs_dir / "digits-tiny.yaml").read_text().replace("epochs: 3", "epochs: 4"))
+    with pytest.raises(RuntimeError, match="different config"):
+        cli.main(["build", str(changed), "--out", str(tmp_path / "o"), "--work", str(out.parent / "work")])
+
+
+def test_sizes_command_reports_target_failures(tmp_path: Path, configs_dir: Path) -> None:
+    assert cli.main(["sizes", str(configs_dir / "fmnist.yaml")]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((configs_dir / "fmnist.yaml").read_text().replace("width: 0.35, resolution: 16", "width: 1.0, resolution: 28"))
+    assert cli.main(["sizes", str(bad)]) == 1
+
+
+def test_unknown_dataset_in_config_fails_clearly(tmp_path: Path) -> None:
+    cfg = tmp_path / "x.yaml"
+    cfg.write_text("family: x\ndataset: {name: cifar-1000}\nvariants: [{name: a}]\n")
+    with pytest.raises(data.DataError, match="unknown data set"):
+        cli.main(["sizes", str(cfg)])
+
+
+def test_distillation_trains_variants_from_the_trained_baseline(tmp_path: Path, configs_dir: Path) -> None:
+    cfg = tmp_path / "kd.yaml"
+    text = (configs_dir / "digits-tiny.yaml").read_text()
+    cfg.write_text(text.replace("  epochs: 3\n", "  epochs: 1\n  distill_weight: 1.0\n"))
+    work = tmp_path / "work"
+    with pytest.raises(RuntimeError, match="baseline first"):
+        cli.main(["train", str(cfg), "--part", "variants", "--work", str(work)])
+    assert cli.main(["train", str(cfg), "--part", "baseline", "--work", str(work)]) == 0
+    assert cli.main(["train", str(cfg), "--part", "variants", "--work", str(work)]) == 0
+    logits = np.load(work / "teacher_logits.npy")
+    assert logits.shape == (len(data.load_digits().train_x), 10)
+    assert (work / "variants" / "final.pt").exists()

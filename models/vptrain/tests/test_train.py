@@ -1,0 +1,74 @@
+"""Training: augmentation, schedule, joint loss, and exact resume from a checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from vptrain import data, train
+from vptrain.arch import ArchSpec, Classifier
+from vptrain.config import TrainConfig
+
+
+def test_augment_keeps_shape_dtype_and_pixels() -> None:
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.uint8).reshape(2, 1, 6, 6)
+    gen = torch.Generator().manual_seed(0)
+    y = train.augment(x, gen, flip=True, shift=1)
+    assert y.shape == x.shape and y.dtype == torch.uint8
+    assert set(y.unique().tolist()) <= set(x.unique().tolist()) | {0}
+    assert torch.equal(train.augment(x, gen, flip=False, shift=0), x)
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
+    f = [train.lr_factor(s, 100, 0.1) for s in range(100)]
+    assert f[0] == 0.1 and f[9] == 1.0 and f[-1] < 0.01
+    assert all(a >= b for a, b in zip(f[9:], f[10:], strict=False))
+
+
+def test_joint_loss_adds_the_ensemble_term() -> None:
+    logits = [torch.randn(4, 10), torch.randn(4, 10)]
+    y = torch.tensor([0, 1, 2, 3])
+    cfg = TrainConfig()
+    plain = train.joint_loss(logits, y, cfg, joint=False)
+    joint = train.joint_loss(logits, y, cfg, joint=True)
+    mean = torch.stack([torch.softmax(z, 1) for z in logits]).mean(0)
+    assert torch.isclose(joint - plain, torch.nn.functional.nll_loss(mean.log(), y))
+
+
+def _models(ds: data.Dataset) -> list[Classifier]:
+    torch.manual_seed(0)
+    specs = [ArchSpec(name="a", width=0.25, resolution=8, depth=(1,) * 7, head_channels=32),
+             ArchSpec(name="b", width=0.25, resolution=6, depth=(1,) * 7, head_channels=24)]
+    return [Classifier(s, 1, 8, 10, ds.mean, ds.std) for s in specs]
+
+
+def test_resume_from_checkpoint_is_exact(tmp_path: Path) -> None:
+    ds = data.load_digits()
+    cfg = replace(TrainConfig(), epochs=1.0, batch_size=64, flip=False, shift=1, val_fraction=0.1,
+                  train_subset=640, threads=1, checkpoint_every_s=1e9)
+    straight = _models(ds)
+    assert train.train(straight, ds, cfg, tmp_path / "straight", joint=True, log=lambda _: None) is not None
+    resumed = _models(ds)
+    assert train.train(resumed, ds, cfg, tmp_path / "resumed", joint=True, log=lambda _: None, stop_after=4) is None
+    assert (tmp_path / "resumed" / "checkpoint.pt").exists()
+    fresh = _models(ds)  # a new process would start from new objects
+    result = train.train(fresh, ds, cfg, tmp_path / "resumed", joint=True, log=lambda _: None)
+    assert result is not None and result.steps == 10
+    for a, b in zip(straight, fresh, strict=True):
+        for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            assert torch.equal(va, vb), k
+    # A finished run is loaded, not retrained.
+    again = _models(ds)
+    assert train.train(again, ds, cfg, tmp_path / "resumed", joint=True, log=lambda _: None) is not None
+    assert torch.equal(next(iter(again[0].parameters())), next(iter(fresh[0].parameters())))
+
+
+def test_distillation_term_is_zero_when_student_equals_teacher() -> None:
+    z = torch.randn(8, 10)
+    y = torch.randint(0, 10, (8,))
+    cfg = TrainConfig(distill_weight=1.0, distill_temperature=4.0)
+    plain = train.joint_loss([z], y, cfg, joint=False)
+    assert torch.isclose(train.joint_loss([z], y, cfg, joint=False, teacher=z), plain, atol=1e-6)
+    assert train.joint_loss([z], y, cfg, joint=False, teacher=torch.randn(8, 10)) > plain

@@ -1,0 +1,7 @@
+"""`python -m vptrain`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

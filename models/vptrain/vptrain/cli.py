@@ -1,0 +1,60 @@
+"""Command line: `python -m vptrain {sizes,build,validate} ...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import manifest, pipeline, report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    ap = argparse.ArgumentParser(prog="vptrain", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("sizes", help="print params/MACs of a family config and check the size targets")
+    s.add_argument("config", type=Path)
+    b = sub.add_parser("build", help="train, export, evaluate and write the manifest (resumes from --work)")
+    b.add_argument("config", type=Path)
+    b.add_argument("--out", type=Path, required=True, help="folder for the ONNX files and ensemble.yaml")
+    b.add_argument("--work", type=Path, required=True, help="folder for checkpoints and logs")
+    b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the config's)")
+    t = sub.add_parser("train", help="train one part (variants or baseline) of a family; resumes from --work")
+    t.add_argument("config", type=Path)
+    t.add_argument("--part", choices=["variants", "baseline"], required=True)
+    t.add_argument("--work", type=Path, required=True, help="folder for checkpoints and logs")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the config's)")
+    v = sub.add_parser("validate", help="check an ensemble.yaml against schema v1 and its files")
+    v.add_argument("manifest", type=Path)
+    r = sub.add_parser("report", help="print a manifest's results as markdown tables")
+    r.add_argument("manifest", type=Path)
+    args = ap.parse_args(argv)
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    if args.cmd == "sizes":
+        cfg, ds = pipeline.load_family(args.config)
+        rows = pipeline.size_table(cfg, ds)
+        for name, r in rows.items():
+            print(f"{name:>12} params {r['params']:>9} ({r['param_ratio']:>6}x)  macs {r['macs']:>10} "
+                  f"({r['mac_ratio']:>6}x)")
+        checks = pipeline.size_targets(cfg, rows)
+        print(checks)
+        return 0 if all(c["met"] for c in checks.values()) else 1
+    if args.cmd == "train":
+        cfg, ds = pipeline.load_family(args.config)
+        pipeline.train_part(pipeline.with_threads(cfg, args.threads), ds, args.work, args.part, log)
+        return 0
+    if args.cmd == "report":
+        print(report.markdown(manifest.read(args.manifest)), end="")
+        return 0
+    if args.cmd == "build":
+        pipeline.build(args.config, args.out, args.work, args.threads, log)
+        return 0
+    errors = manifest.validate(manifest.read(args.manifest), args.manifest.parent)
+    for e in errors:
+        print(e, file=sys.stderr)
+    print("valid" if not errors else f"{len(errors)} error(s)")
+    return 0 if not errors else 1

@@ -1,0 +1,120 @@
+"""Family configuration (YAML): the data set, the baseline, the variants and the training recipe."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .arch import DEFAULT_DEPTH, ArchSpec
+
+
+class ConfigError(ValueError):
+    """A family config is malformed."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe, shared by the joint variant run and the baseline run."""
+
+    epochs: float = 1.0                 # may be fractional: training stops after that share of the last epoch
+    batch_size: int = 128
+    lr: float = 0.05                    # peak learning rate (SGD, Nesterov momentum)
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    warmup_fraction: float = 0.05       # linear warm-up share of all steps, then cosine decay to 0
+    ensemble_weight: float = 1.0        # weight of the ensemble's CE in the joint loss
+    distill_weight: float = 0.0         # >0: add distill_weight * T^2 * KL(teacher || variant) per variant
+    distill_temperature: float = 4.0    # T; the teacher is the trained baseline (logits on un-augmented images)
+    label_smoothing: float = 0.0
+    val_fraction: float = 0.0833        # share of the training split held out for validation
+    train_subset: int | None = None     # use only this many training samples (quick runs; labelled as such)
+    flip: bool = True                   # random horizontal flips (off for digits)
+    shift: int = 2                      # random translation, pixels (zero padded)
+    seed: int = 0
+    threads: int = 1                    # torch CPU threads (1: fastest on a shared, busy CPU)
+    checkpoint_every_s: float = 120.0   # mid-epoch checkpoint period
+    eval_batch: int = 500
+    note: str = ""                      # free text copied to the manifest (e.g. "early, briefly trained")
+
+
+@dataclass(frozen=True)
+class FamilyConfig:
+    """A whole family."""
+
+    family: str
+    dataset: str
+    baseline: ArchSpec
+    variants: tuple[ArchSpec, ...]
+    training: TrainConfig
+    targets: dict[str, float] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def all_specs(self) -> tuple[ArchSpec, ...]:
+        """Variants in family order, then the baseline."""
+        return (*self.variants, self.baseline)
+
+
+def _spec(entry: dict[str, Any], defaults: dict[str, Any]) -> ArchSpec:
+    merged = {**defaults, **entry}
+    allowed = {"name", "width", "resolution", "depth", "head_channels", "stem_stride", "strides", "dropout"}
+    unknown = set(merged) - allowed
+    if unknown:
+        raise ConfigError(f"unknown model keys {sorted(unknown)} (allowed: {sorted(allowed)})")
+    if "name" not in merged:
+        raise ConfigError(f"model entry without a name: {entry}")
+    for key in ("depth", "strides"):
+        if key in merged:
+            merged[key] = tuple(int(v) for v in merged[key])
+    return ArchSpec(**merged)
+
+
+def parse(raw: dict[str, Any], native_resolution: int | None = None) -> FamilyConfig:
+    """Builds a FamilyConfig from the parsed YAML mapping; checks names and shapes."""
+    try:
+        family = str(raw["family"])
+        dataset = str(raw["dataset"]["name"])
+        arch_defaults = dict(raw.get("architecture", {}))
+        if native_resolution is not None:
+            arch_defaults.setdefault("resolution", native_resolution)
+        baseline = _spec({"name": "baseline", "depth": list(DEFAULT_DEPTH), **raw.get("baseline", {})},
+                         arch_defaults)
+        variants = tuple(_spec(v, arch_defaults) for v in raw["variants"])
+        training = TrainConfig(**raw.get("training", {}))
+    except KeyError as e:
+        raise ConfigError(f"family config lacks {e}") from e
+    except TypeError as e:
+        raise ConfigError(f"family config: {e}") from e
+    names = [s.name for s in (*variants, baseline)]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"model names must be unique: {names}")
+    for n in names:
+        if not (0 < len(n) <= 40 and all(c.isdigit() or c == "-" or "a" <= c <= "z" for c in n)
+                and n[0] != "-" and n[-1] != "-"):
+            raise ConfigError(f"model name {n!r} is not DNS-label safe ([a-z0-9-], <= 40 chars)")
+    if not 1 <= len(variants) <= 8:
+        raise ConfigError(f"a family needs 1..8 variants, got {len(variants)}")
+    return FamilyConfig(family, dataset, baseline, variants, training, dict(raw.get("targets", {})), raw)
+
+
+def load(path: Path, native_resolution: int | None = None) -> FamilyConfig:
+    """Reads and parses a family config file."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read family config {path}: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return parse(raw, native_resolution)
+
+
+def spec_dict(spec: ArchSpec) -> dict[str, Any]:
+    """A spec as plain YAML-friendly data."""
+    d = asdict(spec)
+    d.pop("extra", None)
+    d["depth"] = list(spec.depth)
+    d["strides"] = list(spec.strides)
+    return d

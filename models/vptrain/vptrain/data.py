@@ -1,0 +1,116 @@
+"""Data sets a family can name, loaded as raw uint8 [N, C, H, W] arrays exactly as the data set stores them.
+
+Known data sets:
+- `fashion-mnist`: the official 60k/10k split from the Debian package dataset-fashion-mnist (idx files).
+- `digits`: scikit-learn's bundled 8x8 digits (no download); its 0..16 pixel values are mapped to uint8 by
+  round(v * 255 / 16); a fixed stratified 80/20 split (random_state 0) is the train/test split.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FMNIST_DIR = Path(os.environ.get("VP_FMNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                  "Ankle boot"]
+
+
+class DataError(RuntimeError):
+    """A data set is unknown, missing or malformed."""
+
+
+@dataclass
+class Dataset:
+    """One data set: raw uint8 images [N, C, H, W], int64 labels, class names, normalisation constants."""
+
+    name: str
+    classes: list[str]
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one sample."""
+        c, h, w = self.train_x.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def mean(self) -> float:
+        """Mean pixel of the training split, in [0, 1]."""
+        return float(self.train_x.mean() / 255.0)
+
+    @property
+    def std(self) -> float:
+        """Pixel standard deviation of the training split, in [0, 1]."""
+        return float(self.train_x.std() / 255.0)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Reads a (gzipped) idx file of unsigned bytes."""
+    if not path.exists():
+        raise DataError(f"{path} not found (install the Debian package dataset-fashion-mnist: scripts/setup.sh)")
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4:
+        raise DataError(f"{path}: truncated header")
+    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype != 0x08:
+        raise DataError(f"{path}: not an idx file of unsigned bytes")
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{path}: expected {np.prod(dims)} values, found {data.size}")
+    return data.reshape(dims)
+
+
+def load_fashion_mnist(root: Path = FMNIST_DIR) -> Dataset:
+    """Fashion-MNIST, official split."""
+    def part(kind: str) -> tuple[np.ndarray, np.ndarray]:
+        x = _read_idx(root / f"{kind}-images-idx3-ubyte.gz")[:, None, :, :].copy()
+        y = _read_idx(root / f"{kind}-labels-idx1-ubyte.gz").astype(np.int64)
+        if len(x) != len(y):
+            raise DataError(f"{root}: {kind} has {len(x)} images but {len(y)} labels")
+        return x, y
+
+    train_x, train_y = part("train")
+    test_x, test_y = part("t10k")
+    return Dataset("fashion-mnist", FMNIST_CLASSES, train_x, train_y, test_x, test_y)
+
+
+def load_digits() -> Dataset:
+    """scikit-learn digits, 8x8, mapped to uint8 and split 80/20 (stratified, random_state 0)."""
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sk_digits()
+    x = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)[:, None, :, :]
+    y = bunch.target.astype(np.int64)
+    train_x, test_x, train_y, test_y = train_test_split(x, y, test_size=0.2, random_state=0, stratify=y)
+    return Dataset("digits", [str(i) for i in range(10)], train_x, train_y, test_x, test_y)
+
+
+LOADERS = {"fashion-mnist": load_fashion_mnist, "digits": load_digits}
+
+
+def load(name: str) -> Dataset:
+    """Loads a data set by its id."""
+    if name not in LOADERS:
+        raise DataError(f"unknown data set {name!r}; known: {sorted(LOADERS)}")
+    return LOADERS[name]()
+
+
+def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (train, validation) index split of the training set."""
+    if not 0.0 <= fraction < 1.0:
+        raise DataError(f"validation fraction must be in [0, 1), got {fraction}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * fraction))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
