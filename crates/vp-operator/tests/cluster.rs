@@ -4,7 +4,6 @@
 //! without churn. Each test runs its own operator, scoped to its own namespace, and its own labelled nodes, so
 //! tests run in parallel on one shared control plane.
 
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
