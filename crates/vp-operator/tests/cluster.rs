@@ -32,6 +32,9 @@ const VARIANT_PODS: &str = "vp.dev/ensemble=fm,app.kubernetes.io/component=varia
 
 type Fail = Box<dyn std::error::Error + Send + Sync>;
 
+/// A change that makes a valid ensemble invalid, for the API server's validation tests.
+type Breaker = Box<dyn Fn(&mut serde_json::Value)>;
+
 /// A client error as the wait helper's error type.
 fn kerr(what: &'static str) -> impl Fn(kube::Error) -> vp_testenv::Error {
     move |e| vp_testenv::Error::Invalid(format!("{what}: {e}"))
@@ -320,7 +323,7 @@ async fn lifecycle_create_update_delete() -> Result<(), Fail> {
 async fn invalid_specs_are_rejected_by_the_api_server() -> Result<(), Fail> {
     let (_cp, ns) = setup("ve-invalid").await;
     let api = ns.api::<VariantEnsemble>();
-    let cases: [(&str, Box<dyn Fn(&mut serde_json::Value)>); 4] = [
+    let cases: [(&str, Breaker); 4] = [
         (
             "topK must be at most model.classes / 2",
             Box::new(|v| v["spec"]["topK"] = json!(6)),
