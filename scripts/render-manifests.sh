@@ -104,7 +104,8 @@ YAML
     service: {type: ClusterIP, port: 8080}
   placement:
     strategy: OnePerNode
-    nodeSelector: {node-role.kubernetes.io/edge: "true"}
+    # Label edge nodes with: kubectl label node NODE node-role.kubernetes.io/edge=
+    nodeSelector: {node-role.kubernetes.io/edge: ""}
   failover:
     nodeGraceSeconds: 20
 YAML
