@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Installs what scripts/test-install.sh needs beyond the control plane and helm (scripts/setup-controlplane.sh):
-# promtool from Debian's `prometheus` package (checks the chart's alert rules and dashboard PromQL). Idempotent;
-# does nothing when promtool is already there.
+# promtool from Debian's `prometheus` package (checks the chart's alert rules and dashboard PromQL), and kubectl
+# when it is missing (the apt package `kubectl` where an apt source offers it). Idempotent; does nothing when
+# both are there.
 set -euo pipefail
+if ! command -v kubectl >/dev/null 2>&1; then
+  case "$(apt-cache policy kubectl 2>/dev/null)" in
+    *"Candidate: "[0-9]*) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null ;;
+    *) echo "setup-install: kubectl is missing and no apt source offers it; install kubectl >= 1.30" >&2; exit 1 ;;
+  esac
+fi
 if command -v promtool >/dev/null 2>&1; then
   exit 0
 fi
