@@ -20,13 +20,15 @@ py=python3
 [ -x .venv/bin/python ] && py=.venv/bin/python
 t0=$(date +%s)
 work=$(mktemp -d)
-op_pid=
+op_pid= run_pid= prom_pid=
 cleanup() {
   set +e
-  if [ -n "$op_pid" ] && kill -0 "$op_pid" 2>/dev/null; then
-    kill -TERM "$op_pid"
-    wait "$op_pid" 2>/dev/null
-  fi
+  for p in $op_pid $prom_pid $run_pid; do
+    if kill -0 "$p" 2>/dev/null; then
+      kill -TERM "$p"
+      wait "$p" 2>/dev/null
+    fi
+  done
   VP_CONTROLPLANE_DIR="$work/cp" scripts/controlplane.sh down >/dev/null 2>&1
   rm -rf "$work"
 }
@@ -265,4 +267,68 @@ for m in vp_operator_reconciles_total vp_operator_reconcile_duration_seconds vp_
 done
 grep -q '^vp_operator_leader 1' "$work/operator.metrics" || fail "the operator did not become leader"
 say "operator /metrics scraped: the dashboard's operator series are exported (leader 1)"
+kill -TERM "$op_pid" && wait "$op_pid" 2>/dev/null || true
+op_pid=
+VP_CONTROLPLANE_DIR="$work/cp" scripts/controlplane.sh down >/dev/null 2>&1
+
+# --- 8. a real Prometheus scrapes a local ensemble (vpctl run); a variant is killed and comes back
+bin_dir=${VP_BIN_DIR:-}
+if [ -z "$bin_dir" ]; then
+  cargo build --quiet --locked -p vpctl --bin vpctl -p vp-variant --bin vp-variant -p vp-aggregator --bin vp-aggregator
+  bin_dir="$CARGO_TARGET_DIR/debug"
+fi
+[ -n "${ORT_DYLIB_PATH:-}" ] || fail "ORT_DYLIB_PATH is not set (run scripts/setup.sh for the Python env's ONNX Runtime)"
+free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+agg_port=$(free_port)
+prom_port=$(free_port)
+state="$work/vpctl"
+VP_BIN_DIR="$bin_dir" "$bin_dir/vpctl" run models/fmnist/ensemble.yaml --port "$agg_port" --variant-port 0 \
+  --state-dir "$state" >"$work/vpctl-run.log" 2>&1 &
+run_pid=$!
+for _ in $(seq 1 240); do
+  kill -0 "$run_pid" 2>/dev/null || { tail -n 20 "$work/vpctl-run.log" >&2; fail "vpctl run exited"; }
+  curl -fsS "http://127.0.0.1:$agg_port/v2/health/ready" >/dev/null 2>&1 && [ -f "$state/run.json" ] && break
+  sleep 0.5
+done
+curl -fsS "http://127.0.0.1:$agg_port/v2/health/ready" >/dev/null || fail "the local ensemble did not become ready"
+cat >"$work/prometheus.yml" <<YAML
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+rule_files: ["$work/alerts.yaml"]
+scrape_configs:
+  - job_name: aggregator
+    static_configs: [{targets: ["127.0.0.1:$agg_port"], labels: {namespace: local, ensemble: fmnist}}]
+YAML
+prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prom" \
+  --web.listen-address="127.0.0.1:$prom_port" >"$work/prometheus.log" 2>&1 &
+prom_pid=$!
+q() { curl -fsS --get "http://127.0.0.1:$prom_port/api/v1/query" --data-urlencode "query=$1" \
+  | jq -r '.data.result[0].value[1] // "none"'; }
+wait_for() { # wait_for DESCRIPTION QUERY EXPECTED SECONDS
+  local v=none
+  for _ in $(seq 1 $(( $4 * 2 ))); do
+    v=$(q "$2" 2>/dev/null || echo none)
+    [ "$v" = "$3" ] && return 0
+    sleep 0.5
+  done
+  fail "$1: $2 = $v, expected $3"
+}
+wait_for "Prometheus scrapes the aggregator" 'vp_aggregator_available_variants' 4 60
+full_acc=$(q 'vp_aggregator_expected_accuracy')
+# The strongest variant: without it the subset's expected accuracy at k=3 drops (0.8922 -> 0.8857 in the manifest;
+# losing the weakest one, w035-r16, would raise it to 0.8972, as the manifest's subset table says).
+victim=w050-r28
+# vpctl eval SIGKILLs the variant at 20% of the stream and holds it down until 70% (then vpctl run restarts it).
+"$bin_dir/vpctl" eval --url "http://127.0.0.1:$agg_port" --state-dir "$state" --limit 3000 --concurrency 2 \
+  --kill "$victim@20%" --revive "$victim@70%" >"$work/eval.log" 2>&1 \
+  || { tail -n 20 "$work/eval.log" >&2; fail "vpctl eval failed"; }
+wait_for "recovery" 'vp_aggregator_available_variants' 4 60
+min_avail=$(q 'min_over_time(vp_aggregator_available_variants[10m])')
+min_acc=$(q 'min_over_time(vp_aggregator_expected_accuracy[10m])')
+now_acc=$(q 'vp_aggregator_expected_accuracy')
+[ "$min_avail" = 3 ] || fail "Prometheus never saw the kill: min available variants $min_avail (expected 3)"
+"$py" -c "import sys; f, m, n = map(float, sys.argv[1:]); sys.exit(0 if m < f and n == f else 1)" \
+  "$full_acc" "$min_acc" "$now_acc" || fail "expected accuracy did not drop and recover: full $full_acc, min $min_acc, now $now_acc"
+say "real Prometheus scraped vpctl run: killing $victim dropped available variants 4 -> $min_avail and expected accuracy $full_acc -> $min_acc; both recovered"
+kill -TERM "$prom_pid" "$run_pid" 2>/dev/null; wait "$prom_pid" "$run_pid" 2>/dev/null || true
+prom_pid= run_pid=
 say "all checks passed in $(( $(date +%s) - t0 )) s"
