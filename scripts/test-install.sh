@@ -9,7 +9,10 @@
 #  5. the Dockerfiles copy paths that exist and build binaries that are workspace bins;
 #  6. control plane: server-side dry run, then a real apply of install.yaml, the full-values render and the
 #     example; the operator Deployment rolls out; then the operator binary, running as the chart's ServiceAccount
-#     (token of that account, nothing else), makes the example ensemble Ready, and its /metrics is scraped.
+#     (token of that account, nothing else), makes the example ensemble Ready, and its /metrics is scraped;
+#  7. a real Prometheus scrapes a local ensemble (vpctl run) while vpctl eval kills and revives a variant: the
+#     available-variants and expected-accuracy series drop and recover.
+# Binaries: $VP_OPERATOR_BIN and $VP_BIN_DIR (vpctl, vp-variant, vp-aggregator), else built with cargo.
 # Everything it starts is stopped on exit, also on failure.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
