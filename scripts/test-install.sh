@@ -7,7 +7,7 @@
 #     the rendered operator pod is hardened;
 #  4. PromQL of the alert rules and the dashboard parses (promtool) and uses only metrics the binaries register;
 #  5. the Dockerfiles copy paths that exist and build binaries that are workspace bins;
-#  6. control plane: server-side dry run, then a real apply of install.yaml, the full-values render and the
+#  6. control plane: helm install/upgrade/uninstall; server-side dry run, then a real apply of install.yaml, the full-values render and the
 #     example; the operator Deployment rolls out; then the operator binary, running as the chart's ServiceAccount
 #     (token of that account, nothing else), makes the example ensemble Ready, and its /metrics is scraped;
 #  7. a real Prometheus scrapes a local ensemble (vpctl run) while vpctl eval kills and revives a variant: the
@@ -166,6 +166,19 @@ fi
 export VP_CONTROLPLANE_DIR="$work/cp"
 scripts/controlplane.sh up --nodes 4 >/dev/null 2>"$work/cp-up.log" || { cat "$work/cp-up.log" >&2; fail "control plane did not start"; }
 export KUBECONFIG="$work/cp/data/kubeconfig"
+# Helm itself on the fresh API server: install (the CRD from crds/ included), upgrade across the two Deployment
+# strategies (leader election on -> off), uninstall (the CRD stays, as Helm does with crds/).
+helm install vp-helm "$chart" -n vp-helm --create-namespace --set replicaCount=2 --wait --timeout 90s >"$work/helm.log" \
+  || fail "helm install failed"
+kubectl get crd variantensembles.vp.dev >/dev/null || fail "helm install did not install the CRD"
+helm upgrade vp-helm "$chart" -n vp-helm --set replicaCount=1 --wait --timeout 90s >>"$work/helm.log" \
+  || fail "helm upgrade from 2 replicas (RollingUpdate) to 1 (Recreate) failed"
+[ "$(kubectl -n vp-helm get deploy vp-helm-vp-operator -o jsonpath='{.spec.strategy.type}')" = Recreate ] \
+  || fail "helm upgrade did not switch the strategy to Recreate"
+helm uninstall vp-helm -n vp-helm --wait >>"$work/helm.log" || fail "helm uninstall failed"
+kubectl -n vp-helm get deploy vp-helm-vp-operator >/dev/null 2>&1 && fail "helm uninstall left the Deployment"
+kubectl get crd variantensembles.vp.dev >/dev/null || fail "helm uninstall removed the CRD"
+say "helm install (with CRD) / upgrade 2 -> 1 replicas / uninstall work against the API server"
 cat >"$work/monitoring-crds.yaml" <<'YAML'
 # Minimal stand-ins for the prometheus-operator CRDs (not downloadable here): same group, version, kinds and
 # scope, schema left open. They let the API server accept the objects; their fields are checked by promtool above.
