@@ -37,6 +37,13 @@ cleanup() {
 }
 trap cleanup EXIT
 say() { echo "test-install: $*"; }
+# Builds every workspace binary once (dev profile, like scripts/test-rust.sh, so the artefacts are shared).
+built=0
+build_bins() {
+  [ "$built" = 1 ] && return 0
+  cargo build --quiet --locked --workspace --bins
+  built=1
+}
 fail() { echo "test-install: FAIL: $*" >&2; exit 1; }
 
 for tool in helm kubectl promtool; do
@@ -235,7 +242,7 @@ say "operator Deployments rolled out (default: 1 replica; full: 2 replicas with 
 # --- 7. the operator as the chart's ServiceAccount reconciles the example
 op_bin=${VP_OPERATOR_BIN:-}
 if [ -z "$op_bin" ]; then
-  cargo build --quiet --locked -p vp-operator --bin vp-operator
+  build_bins
   op_bin="$CARGO_TARGET_DIR/debug/vp-operator"
 fi
 [ -x "$op_bin" ] || fail "no vp-operator binary at $op_bin"
@@ -290,7 +297,7 @@ VP_CONTROLPLANE_DIR="$work/cp" scripts/controlplane.sh down >/dev/null 2>&1
 # --- 8. a real Prometheus scrapes a local ensemble (vpctl run); a variant is killed and comes back
 bin_dir=${VP_BIN_DIR:-}
 if [ -z "$bin_dir" ]; then
-  cargo build --quiet --locked -p vpctl --bin vpctl -p vp-variant --bin vp-variant -p vp-aggregator --bin vp-aggregator
+  build_bins
   bin_dir="$CARGO_TARGET_DIR/debug"
 fi
 [ -n "${ORT_DYLIB_PATH:-}" ] || fail "ORT_DYLIB_PATH is not set (run scripts/setup.sh for the Python env's ONNX Runtime)"
