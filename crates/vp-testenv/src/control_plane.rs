@@ -95,7 +95,7 @@ impl ControlPlane {
             data: data.clone(),
         };
         let mut cp = ControlPlane {
-            state: placeholder_state(&data),
+            state: state_before_ready(&data),
             log,
             process: Some(Mutex::new(owned)),
         };
@@ -307,7 +307,8 @@ fn log_tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-fn placeholder_state(data: &Path) -> State {
+/// The state known before the control plane reports ready (paths only); replaced by the real one once it is.
+fn state_before_ready(data: &Path) -> State {
     State {
         pid: 0,
         server: String::new(),
