@@ -7,7 +7,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-scripts/setup.sh
+scripts/setup.sh --runtime
 . scripts/env.sh
 family=${VP_FAMILY_DIR:-$root/models/fmnist}
 samples=${VP_DEMO_SAMPLES:-10000}

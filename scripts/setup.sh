@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh Debian machine (idempotent; fast when already done):
 # Debian packages, the pinned Python environment (.venv), and any part-specific set-up (scripts/setup-*.sh).
+#   scripts/setup.sh            everything (what the tests need: also the test control plane, helm, promtool)
+#   scripts/setup.sh --runtime  only what running the ensemble needs (data set, Python env with ONNX Runtime)
 set -euo pipefail
+runtime_only=0
+[ "${1:-}" = "--runtime" ] && runtime_only=1
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 need=()
@@ -12,6 +16,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 scripts/setup-python.sh >/dev/null
+[ "$runtime_only" = 1 ] && exit 0
 for part in scripts/setup-*.sh; do
   case "$part" in scripts/setup-python.sh) continue ;; esac
   bash "$part"
