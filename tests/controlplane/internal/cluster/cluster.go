@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
@@ -40,6 +41,8 @@ const (
 	componentReadyTimeout = 2 * time.Minute
 	serviceClusterIPRange = "10.96.0.0/16"
 	serviceAccountIssuer  = "https://kubernetes.default.svc.cluster.local"
+	// simulatorQPS is the node simulator's client request rate (burst twice that).
+	simulatorQPS = 1000
 )
 
 // ControlPlane is a running control plane. Stop it with Stop; Failed reports a component that died.
@@ -182,7 +185,16 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 		return nil, err
 	}
 
-	sim := nodesim.New(runCtx, client)
+	// The simulator plays every kubelet at once: give it the request budget of many kubelets (each has 50 QPS,
+	// burst 100 by default), not client-go's default 5 QPS, which cannot even renew 100 nodes' Leases every 10 s
+	// and made large simulated clusters look like failing ones.
+	simCfg := rest.CopyConfig(cfg)
+	simCfg.QPS, simCfg.Burst = simulatorQPS, 2*simulatorQPS
+	simClient, err := kubernetes.NewForConfig(simCfg)
+	if err != nil {
+		return nil, fmt.Errorf("node simulator client: %w", err)
+	}
+	sim := nodesim.New(runCtx, simClient)
 	if err := sim.Start(); err != nil {
 		return nil, err
 	}
