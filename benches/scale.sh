@@ -11,8 +11,8 @@ ensembles=${1:-200}
 nodes=${2:-100}
 bin=${VP_CONTROLPLANE_BIN:-$VP_CACHE/bin/vp-controlplane}
 [ -x "$bin" ] || { echo "scale bench: $bin missing (run scripts/setup.sh)" >&2; exit 1; }
-cargo build --quiet --locked -p vp-operator
-op="$CARGO_TARGET_DIR/debug/vp-operator"
+cargo build --quiet --locked --release -p vp-operator
+op="$CARGO_TARGET_DIR/release/vp-operator"
 work=$(mktemp -d)
 cp_pid=""; op_pid=""
 cleanup() {

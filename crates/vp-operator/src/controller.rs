@@ -2,6 +2,7 @@
 //! apply (owner references on everything), write the status subresource, record Events and metrics.
 //! `reconcile` and `error_policy` are plain functions, as in kube-rs/controller-rs.
 
+use crate::applied::{self, Applied};
 use crate::config::OperatorConfig;
 use crate::desired;
 use crate::error::{Error, Result};
@@ -33,6 +34,9 @@ use vp_api::{EnsembleManifest, VariantEnsemble};
 const RESYNC: Duration = Duration::from_secs(300);
 /// Requeue period while something is missing.
 const RETRY_DEGRADED: Duration = Duration::from_secs(15);
+/// Trailing-edge debounce of reconcile triggers: the several updates a new pod goes through (created, bound,
+/// running, ready) cost one reconcile, not four. Short next to the failover budget (grace + 5 s).
+const DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// What every reconcile shares.
 pub struct Context {
@@ -48,6 +52,8 @@ pub struct Context {
     pub nodes: Arc<NodeView>,
     /// All variant pods managed by the operator (for capacity used by other ensembles).
     pub pods: Store<Pod>,
+    /// What was applied lately (skips applies that would change nothing; expires at the resync period).
+    pub applied: Applied,
 }
 
 fn apply_params() -> PatchParams {
@@ -68,6 +74,46 @@ where
         .await
         .map_err(|e| Error::kube(format!("applying {} {ns}/{name}", K::kind(&())), e))?;
     Ok(())
+}
+
+/// Applies `obj` unless the same object was applied within the resync period (see [`crate::applied`]).
+async fn apply_changed<K>(ctx: &Context, ns: &str, obj: &K) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let key: applied::Key = (kind_name::<K>(), ns.to_string(), obj.name_any());
+    let hash = applied::digest(obj);
+    let now = std::time::Instant::now();
+    if let Some(h) = hash
+        && !ctx.applied.needed(&key, h, now)
+    {
+        ctx.metrics.applies.with_label_values(&["skipped"]).inc();
+        return Ok(());
+    }
+    let result = apply(&ctx.client, ns, obj).await;
+    match (&result, hash) {
+        (Ok(()), Some(h)) => ctx.applied.record(key, h, now),
+        _ => ctx.applied.forget(&key),
+    }
+    ctx.metrics
+        .applies
+        .with_label_values(&[if result.is_ok() { "applied" } else { "failed" }])
+        .inc();
+    result
+}
+
+fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
+    match K::kind(&()).as_ref() {
+        "Service" => "Service",
+        "ConfigMap" => "ConfigMap",
+        "Deployment" => "Deployment",
+        "Pod" => "Pod",
+        _ => "Other",
+    }
 }
 
 fn not_found(e: &kube::Error) -> bool {
@@ -115,6 +161,7 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
     if ens.metadata.deletion_timestamp.is_some() {
         // Owner references make the garbage collector remove everything; only our gauges remain to drop.
         ctx.metrics.forget_ensemble(&ns, &name);
+        ctx.applied.forget_prefixed(&ns, &format!("{name}-"));
         return Ok(Action::await_change());
     }
     let client = &ctx.client;
@@ -157,9 +204,10 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let svc_api: Api<Service> = Api::namespaced(client.clone(), &ns);
     let deploy_api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let lp = ListParams::default().labels(&selector);
     let agg_name = desired::aggregator_name(&name);
-    let (manifest, pods, services, deployment) = tokio::try_join!(
+    let (manifest, pods, services, deployment, agg_config) = tokio::try_join!(
         read_manifest(client, &ens, &ns),
         async {
             pods_api
@@ -169,9 +217,9 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
         },
         async {
             svc_api
-                .list(&lp)
+                .list(&ListParams::default().labels(&format!("{ENSEMBLE}={name}")))
                 .await
-                .map_err(|e| Error::kube("listing variant services", e))
+                .map_err(|e| Error::kube("listing services", e))
         },
         async {
             deploy_api
@@ -179,18 +227,42 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
                 .await
                 .map_err(|e| Error::kube("reading the aggregator deployment", e))
         },
+        async {
+            cm_api
+                .get_metadata_opt(&agg_name)
+                .await
+                .map_err(|e| Error::kube("reading the aggregator configmap", e))
+        },
     )?;
     let pods: Vec<Pod> = pods
         .items
         .into_iter()
         .filter(|p| owned(&p.metadata))
         .collect();
-    let services: Vec<String> = services
+    let services: Vec<Service> = services
         .items
         .into_iter()
         .filter(|s| owned(&s.metadata))
+        .collect();
+    // Objects found missing are applied again even if the memo says they were applied.
+    let have_agg_service = services.iter().any(|s| s.name_any() == agg_name);
+    if deployment.is_none() || agg_config.is_none() || !have_agg_service {
+        ctx.applied.forget_prefixed(&ns, &agg_name);
+    }
+    let services: Vec<String> = services
+        .iter()
+        .filter(|s| s.labels().get(COMPONENT).map(String::as_str) == Some(COMPONENT_VARIANT))
         .filter_map(|s| s.labels().get(VARIANT).cloned())
         .collect();
+    for v in &ens.spec.variants {
+        if !services.contains(&v.name) {
+            ctx.applied.forget(&(
+                "Service",
+                ns.clone(),
+                desired::variant_service_name(&name, &v.name),
+            ));
+        }
+    }
     let aggregator_ready = deployment
         .and_then(|d| d.status)
         .and_then(|s| s.ready_replicas)
@@ -212,7 +284,7 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
     });
 
     // Act, report.
-    let result = carry_out(&ctx, &ens, &ns, &plan).await;
+    let result = carry_out(&ctx, &ns, &name, &plan).await;
     write_status(&ctx, &ens, &ns, &plan).await?;
     publish(&ctx, &ens, &plan).await;
     record(&ctx, &ns, &name, &plan);
@@ -222,7 +294,7 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
 }
 
 /// Deletes first (a failed node's pod must go before its replacement appears), then applies.
-async fn carry_out(ctx: &Context, ens: &VariantEnsemble, ns: &str, plan: &Plan) -> Result<()> {
+async fn carry_out(ctx: &Context, ns: &str, name: &str, plan: &Plan) -> Result<()> {
     let client = &ctx.client;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     for d in &plan.delete {
@@ -243,7 +315,9 @@ async fn carry_out(ctx: &Context, ens: &VariantEnsemble, ns: &str, plan: &Plan) 
     }
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     for v in &plan.delete_services {
-        let svc = desired::variant_service_name(&ens.name_any(), v);
+        let svc = desired::variant_service_name(name, v);
+        ctx.applied
+            .forget(&("Service", ns.to_string(), svc.clone()));
         match services.delete(&svc, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(e) if not_found(&e) => {}
@@ -256,13 +330,13 @@ async fn carry_out(ctx: &Context, ens: &VariantEnsemble, ns: &str, plan: &Plan) 
         tracing::info!(pod = %pod.name_any(), namespace = ns, node = ?observe::pod_node(pod), "creating variant pod");
     }
     let pods = try_join_all(plan.create.iter().map(|p| apply(client, ns, p)));
-    let services = try_join_all(plan.services.iter().map(|s| apply(client, ns, s)));
+    let services = try_join_all(plan.services.iter().map(|s| apply_changed(ctx, ns, s)));
     let aggregator = async {
         if let Some(agg) = &plan.aggregator {
             tokio::try_join!(
-                apply(client, ns, &agg.configmap),
-                apply(client, ns, &agg.deployment),
-                apply(client, ns, &agg.service)
+                apply_changed(ctx, ns, &agg.configmap),
+                apply_changed(ctx, ns, &agg.deployment),
+                apply_changed(ctx, ns, &agg.service)
             )?;
         }
         Ok::<(), Error>(())
@@ -347,6 +421,8 @@ pub struct Scope {
     /// Watch only this namespace's ensembles (None: all namespaces). Nodes and node Leases are always
     /// cluster-wide.
     pub namespace: Option<String>,
+    /// At most this many ensembles reconcile at once (0: no limit).
+    pub concurrency: u16,
 }
 
 /// Starts the watches and runs the controller until `shutdown` resolves. `ready` turns true once the caches
@@ -419,6 +495,7 @@ pub async fn run(
         ),
         nodes: view.clone(),
         pods: pod_store.clone(),
+        applied: Applied::new(RESYNC),
     });
     let (tx, rx) = mpsc::channel::<ObjectRef<VariantEnsemble>>(1024);
     let triggers =
@@ -429,8 +506,16 @@ pub async fn run(
         watcher::Config::default(),
     )
     .owns(api::<Pod>(&client, ns), owned_pods.clone())
-    .owns(api::<Deployment>(&client, ns), owned_pods)
+    .owns(api::<Deployment>(&client, ns), owned_pods.clone())
+    // Services and ConfigMaps only so that deleting one by hand brings it back at once.
+    .owns(api::<Service>(&client, ns), owned_pods.clone())
+    .owns(api::<ConfigMap>(&client, ns), owned_pods)
     .reconcile_on(triggers)
+    .with_config(
+        kube::runtime::controller::Config::default()
+            .debounce(DEBOUNCE)
+            .concurrency(scope.concurrency),
+    )
     .graceful_shutdown_on(shutdown);
     tokio::spawn(failover::detect(
         view,

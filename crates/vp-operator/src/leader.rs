@@ -144,6 +144,26 @@ async fn step(
     }
 }
 
+/// Gives the lease up if this replica holds it (a clean shutdown), so that a standby takes over at its next
+/// retry instead of waiting out the lease duration. Best effort: a failure only means the standby waits.
+pub async fn release(client: kube::Client, e: &Election) {
+    let api: Api<Lease> = Api::namespaced(client, &e.namespace);
+    let Ok(Some(mut lease)) = api.get_opt(&e.name).await else {
+        return;
+    };
+    let Some(spec) = lease.spec.as_mut() else {
+        return;
+    };
+    if spec.holder_identity.as_deref() != Some(e.identity.as_str()) {
+        return;
+    }
+    spec.holder_identity = None;
+    match api.replace(&e.name, &PostParams::default(), &lease).await {
+        Ok(_) => tracing::info!(identity = %e.identity, "leader election: lease released"),
+        Err(err) => tracing::warn!(error = %err, "leader election: cannot release the lease"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

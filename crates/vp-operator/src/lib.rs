@@ -1,6 +1,7 @@
 //! The VariantEnsemble operator: pure decision logic (health, placement, desired objects, status) and the thin
 //! controller shell that observes the cluster, applies what the logic decided and reports it.
 
+pub mod applied;
 pub mod conditions;
 pub mod config;
 pub mod controller;

@@ -57,6 +57,9 @@ struct Args {
     /// Watch only this namespace's VariantEnsembles (default: all namespaces).
     #[arg(long, env = "VP_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
+    /// At most this many ensembles reconcile at once (0: no limit).
+    #[arg(long, env = "VP_RECONCILE_CONCURRENCY", default_value_t = 16)]
+    reconcile_concurrency: u16,
     /// This replica's identity (defaults to the host name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -128,10 +131,13 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("no Kubernetes client configuration: {e}"))?;
-    if let Err(e) = Api::<VariantEnsemble>::all(client.clone())
-        .list(&ListParams::default().limit(1))
-        .await
-    {
+    // The start-up check asks for what the operator will watch: with --watch-namespace its RBAC may cover only
+    // that namespace.
+    let ensembles: Api<VariantEnsemble> = match &args.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    if let Err(e) = ensembles.list(&ListParams::default().limit(1)).await {
         return Err(format!(
             "cannot list VariantEnsembles ({e}); is the CRD installed? (cargo run -p vp-api --bin crdgen -- - | kubectl apply -f -)"
         ));
@@ -177,7 +183,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
             lease_duration: Duration::from_secs(15),
             retry: Duration::from_secs(2),
         };
-        tokio::spawn(leader::run(client.clone(), election, lead_tx));
+        let campaign = tokio::spawn(leader::run(client.clone(), election.clone(), lead_tx));
         // A standby replica is healthy and ready; it just does not act.
         ready.store(true, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(%identity, "waiting for leadership");
@@ -201,9 +207,23 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         let scope = controller::Scope {
             identity,
             namespace: args.watch_namespace.clone(),
+            concurrency: args.reconcile_concurrency,
         };
-        controller::run(client, config, metrics.clone(), scope, ready, shutdown).await;
+        controller::run(
+            client.clone(),
+            config,
+            metrics.clone(),
+            scope,
+            ready,
+            shutdown,
+        )
+        .await;
         lost_leadership = *lost_rx.borrow();
+        // Stop renewing first, or the campaign would take the released lease straight back.
+        campaign.abort();
+        if !lost_leadership {
+            leader::release(client, &election).await;
+        }
     } else {
         metrics.leader.set(1);
         controller::run(
@@ -213,6 +233,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
             controller::Scope {
                 identity,
                 namespace: args.watch_namespace.clone(),
+                concurrency: args.reconcile_concurrency,
             },
             ready,
             stopped(stop_rx.clone()),

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     /// Reconcile wall time.
     pub duration: Histogram,
+    /// Server-side applies of Services and aggregator objects, by result (applied, skipped, failed).
+    pub applies: IntCounterVec,
     /// Variants moved or replaced, by reason.
     pub reschedules: IntCounterVec,
     /// Node failures detected, by reason.
@@ -52,6 +54,13 @@ impl Metrics {
                 HistogramOpts::new("vp_operator_reconcile_duration_seconds", "Reconcile wall time")
                     .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             )?,
+            applies: IntCounterVec::new(
+                Opts::new(
+                    "vp_operator_applies_total",
+                    "Server-side applies of Services and aggregator objects, by result (applied, skipped: unchanged, failed)",
+                ),
+                &["result"],
+            )?,
             reschedules: IntCounterVec::new(
                 Opts::new("vp_operator_reschedules_total", "Variants moved or replaced because of a failure, by reason"),
                 &["reason"],
@@ -87,6 +96,7 @@ impl Metrics {
         m.registry.register(Box::new(m.reconciles.clone()))?;
         m.registry.register(Box::new(m.errors.clone()))?;
         m.registry.register(Box::new(m.duration.clone()))?;
+        m.registry.register(Box::new(m.applies.clone()))?;
         m.registry.register(Box::new(m.reschedules.clone()))?;
         m.registry.register(Box::new(m.node_failures.clone()))?;
         m.registry.register(Box::new(m.detection.clone()))?;

@@ -114,6 +114,7 @@ impl Operator {
         let scope = Scope {
             identity: format!("test-{}", ns.name()),
             namespace: Some(ns.name().to_string()),
+            concurrency: 16,
         };
         let task = tokio::spawn(controller::run(
             ns.client().clone(),
@@ -288,6 +289,51 @@ async fn lifecycle_create_update_delete() -> Result<(), Fail> {
         })
     })
     .await?;
+
+    // Objects deleted by hand come back at once (the operator watches what it owns and re-applies what is
+    // missing even though it applied the same object moments ago).
+    let uid_of = |s: Service| s.metadata.uid;
+    let old_agg = uid_of(ns.api::<Service>().get("fm-aggregator").await?);
+    ns.api::<Service>()
+        .delete("fm-aggregator", &DeleteParams::default())
+        .await?;
+    ns.api::<ConfigMap>()
+        .delete("fm-aggregator", &DeleteParams::default())
+        .await?;
+    ns.api::<Service>()
+        .delete("fm-v0", &DeleteParams::default())
+        .await?;
+    until("hand-deleted objects re-created", WAIT, || async {
+        let k = kerr("get");
+        let agg = ns
+            .api::<Service>()
+            .get_opt("fm-aggregator")
+            .await
+            .map_err(&k)?;
+        let v0 = ns.api::<Service>().get_opt("fm-v0").await.map_err(&k)?;
+        let cm = ns
+            .api::<ConfigMap>()
+            .get_opt("fm-aggregator")
+            .await
+            .map_err(&k)?;
+        Ok(match (agg, v0, cm) {
+            (Some(a), Some(_), Some(_)) if a.metadata.uid != old_agg => Poll::Ready(()),
+            other => Poll::Pending(format!(
+                "present: aggregator service {}, fm-v0 {}, configmap {}",
+                other.0.is_some(),
+                other.1.is_some(),
+                other.2.is_some()
+            )),
+        })
+    })
+    .await?;
+    let applies = |r: &str| op.metrics.applies.with_label_values(&[r]).get();
+    assert!(
+        applies("skipped") > 0,
+        "unchanged objects are not applied again (applied {}, skipped {})",
+        applies("applied"),
+        applies("skipped")
+    );
 
     // Delete: the garbage collector removes everything the operator created.
     api.delete("fm", &DeleteParams::default()).await?;
@@ -517,6 +563,7 @@ async fn runs_with_only_the_documented_rbac() -> Result<(), Fail> {
     let scope = Scope {
         identity: "rbac-test".into(),
         namespace: Some(ns.name().to_string()),
+        concurrency: 16,
     };
     let task = tokio::spawn(controller::run(
         client,
@@ -539,5 +586,169 @@ async fn runs_with_only_the_documented_rbac() -> Result<(), Fail> {
     );
     let _ = tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    Ok(())
+}
+
+/// A `vp-operator` process (the real binary) with leader election on, watching one namespace.
+struct OperatorProcess {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OperatorProcess {
+    fn start(cp: &ControlPlane, ns: &TestNamespace, identity: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let log = std::env::temp_dir().join(format!("{}-{identity}.log", ns.name()));
+        let out = std::fs::File::create(&log).expect("operator log");
+        let err = out.try_clone().expect("operator log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_vp-operator"))
+            .env("KUBECONFIG", cp.kubeconfig())
+            .env_remove("VP_WATCH_NAMESPACE")
+            .env_remove("POD_NAMESPACE")
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--leader-elect"])
+            .args(["--namespace", ns.name(), "--watch-namespace", ns.name()])
+            .args(["--identity", identity, "--log-format", "json"])
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("start vp-operator");
+        Self { child, port }
+    }
+
+    /// The `vp_operator_leader` gauge from /metrics (None while it does not answer).
+    async fn leader_gauge(&self) -> Option<i64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("vp_operator_leader "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Sends a signal and waits for the process to exit.
+    async fn signal(mut self, sig: &str) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill {sig} {pid}");
+        let began = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                began.elapsed() < WAIT,
+                "operator did not exit within {WAIT:?} of {sig}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the leader Lease names `who` and that process's gauge says it leads; returns the Lease's
+/// transition count.
+async fn wait_leader(ns: &TestNamespace, who: &str, op: &OperatorProcess) -> Result<i32, Fail> {
+    let leases = ns.api::<k8s_openapi::api::coordination::v1::Lease>();
+    Ok(until(&format!("{who} leads"), WAIT, || async {
+        let spec = leases
+            .get_opt("vp-operator-leader")
+            .await
+            .map_err(kerr("get lease"))?
+            .and_then(|l| l.spec);
+        let holder = spec.as_ref().and_then(|s| s.holder_identity.clone());
+        let gauge = op.leader_gauge().await;
+        Ok(if holder.as_deref() == Some(who) && gauge == Some(1) {
+            Poll::Ready(spec.and_then(|s| s.lease_transitions).unwrap_or(0))
+        } else {
+            Poll::Pending(format!("holder {holder:?}, gauge {gauge:?}"))
+        })
+    })
+    .await?)
+}
+
+/// Changes topK and waits until the ensemble is Ready at the new generation (somebody reconciled it).
+async fn change_and_wait(ns: &TestNamespace, top_k: i32) -> Result<(), Fail> {
+    ns.api::<VariantEnsemble>()
+        .patch(
+            "fm",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"topK": top_k}})),
+        )
+        .await?;
+    wait_status(ns, &format!("Ready at topK {top_k}"), |e| {
+        ready(e) && e.spec.top_k == top_k
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_election_hands_over_on_shutdown_and_on_crash() -> Result<(), Fail> {
+    let (cp, ns) = setup("ve-leader").await;
+    add_nodes(cp, &ns, &["2", "2"]).await;
+    let a = OperatorProcess::start(cp, &ns, "replica-a");
+    let t_a = wait_leader(&ns, "replica-a", &a).await?;
+    let b = OperatorProcess::start(cp, &ns, "replica-b");
+    until("the standby answers", WAIT, || async {
+        Ok(match b.leader_gauge().await {
+            Some(g) => Poll::Ready(g),
+            None => Poll::Pending("no answer".into()),
+        })
+    })
+    .await?;
+    // Two full retry periods: the standby must not take a lease that is being renewed.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(b.leader_gauge().await, Some(0), "the standby does not lead");
+    assert_eq!(a.leader_gauge().await, Some(1));
+    ns.api::<VariantEnsemble>()
+        .create(&PostParams::default(), &ensemble(&ns, &["v0", "v1"], 20))
+        .await?;
+    wait_status(&ns, "ensemble Ready (replica-a)", ready).await?;
+
+    // Clean shutdown: the leader releases the lease and the standby takes over at its next retry.
+    let status = a.signal("-TERM").await;
+    assert!(status.success(), "graceful exit, got {status}");
+    let t_b = wait_leader(&ns, "replica-b", &b).await?;
+    assert_eq!(t_b, t_a + 1, "one transition");
+    change_and_wait(&ns, 2).await?;
+
+    // Crash: nobody releases; the standby waits out the lease duration, then acts.
+    let a = OperatorProcess::start(cp, &ns, "replica-a");
+    until("the new standby answers", WAIT, || async {
+        Ok(match a.leader_gauge().await {
+            Some(0) => Poll::Ready(()),
+            other => Poll::Pending(format!("gauge {other:?}")),
+        })
+    })
+    .await?;
+    let crashed = std::time::Instant::now();
+    b.signal("-KILL").await;
+    let t_a2 = wait_leader(&ns, "replica-a", &a).await?;
+    assert_eq!(t_a2, t_b + 1, "one transition");
+    assert!(
+        crashed.elapsed() >= Duration::from_secs(10),
+        "a crashed leader's lease is honoured until it expires (took over after {:?})",
+        crashed.elapsed()
+    );
+    change_and_wait(&ns, 3).await?;
+    drop(a);
     Ok(())
 }
