@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
 # Scale benchmark: N ensembles (default 200) of 5 variants each on M simulated nodes (default 100) in the test
 # control plane; reports the time until every ensemble is Ready, the reconcile latency p50/p99 (from the
-# operator's own histogram), reconciles run, and the operator's peak resident memory.
-#   benches/scale.sh [ENSEMBLES] [NODES]      prints one JSON line
+# operator's own histogram), reconciles and applies run, and the operator's peak resident memory. Then it kills
+# KILL nodes at once (default 10) and reports the time until every ensemble is whole and Ready again.
+#   benches/scale.sh [ENSEMBLES] [NODES] [KILL]      prints one JSON line
+# VP_OPERATOR_BIN runs another operator binary (e.g. an older build, as a baseline); default: a release build.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 . scripts/env.sh || true
 ensembles=${1:-200}
 nodes=${2:-100}
+kill_nodes=${3:-10}
 bin=${VP_CONTROLPLANE_BIN:-$VP_CACHE/bin/vp-controlplane}
 [ -x "$bin" ] || { echo "scale bench: $bin missing (run scripts/setup.sh)" >&2; exit 1; }
-cargo build --quiet --locked --release -p vp-operator
-op="$CARGO_TARGET_DIR/release/vp-operator"
+if [ -n "${VP_OPERATOR_BIN:-}" ]; then
+  op=$VP_OPERATOR_BIN
+else
+  cargo build --quiet --locked --release -p vp-operator
+  op="$CARGO_TARGET_DIR/release/vp-operator"
+fi
 work=$(mktemp -d)
 cp_pid=""; op_pid=""
 cleanup() {

@@ -27,7 +27,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use vp_api::labels::{self, COMPONENT, COMPONENT_VARIANT, ENSEMBLE, MANAGED_BY, MANAGER, VARIANT};
+use vp_api::labels::{
+    self, COMPONENT, COMPONENT_AGGREGATOR, COMPONENT_VARIANT, ENSEMBLE, MANAGED_BY, MANAGER,
+    VARIANT,
+};
 use vp_api::{EnsembleManifest, VariantEnsemble};
 
 /// Requeue period of a whole, healthy ensemble (picks up manifest ConfigMap edits and node label changes).
@@ -50,7 +53,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Node liveness.
     pub nodes: Arc<NodeView>,
-    /// All variant pods managed by the operator (for capacity used by other ensembles).
+    /// All variant and aggregator pods managed by the operator (capacity used by other ensembles; which
+    /// ensembles a failed node touches).
     pub pods: Store<Pod>,
     /// What was applied lately (skips applies that would change nothing; expires at the resync period).
     pub applied: Applied,
@@ -114,6 +118,16 @@ fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
         "Pod" => "Pod",
         _ => "Other",
     }
+}
+
+/// Whether a pod belongs to a ReplicaSet of the named Deployment (`<deployment>-<hash>`).
+fn made_by_replica_set_of(meta: &kube::api::ObjectMeta, deployment: &str) -> bool {
+    meta.owner_references.iter().flatten().any(|o| {
+        o.kind == "ReplicaSet"
+            && o.name
+                .strip_prefix(deployment)
+                .is_some_and(|rest| rest.starts_with('-'))
+    })
 }
 
 fn not_found(e: &kube::Error) -> bool {
@@ -192,7 +206,6 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
             observe::node_info(n, h, used.get(&n.name_any()).copied().unwrap_or_default())
         })
         .collect();
-    let selector = format!("{ENSEMBLE}={name},{COMPONENT}={COMPONENT_VARIANT}");
     let uid = ens.uid();
     let owned = |meta: &kube::api::ObjectMeta| {
         meta.owner_references
@@ -205,7 +218,7 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
     let svc_api: Api<Service> = Api::namespaced(client.clone(), &ns);
     let deploy_api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let lp = ListParams::default().labels(&selector);
+    let lp = ListParams::default().labels(&format!("{ENSEMBLE}={name}"));
     let agg_name = desired::aggregator_name(&name);
     let (manifest, pods, services, deployment, agg_config) = tokio::try_join!(
         read_manifest(client, &ens, &ns),
@@ -213,17 +226,17 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
             pods_api
                 .list(&lp)
                 .await
-                .map_err(|e| Error::kube("listing variant pods", e))
+                .map_err(|e| Error::kube("listing pods", e))
         },
         async {
             svc_api
-                .list(&ListParams::default().labels(&format!("{ENSEMBLE}={name}")))
+                .list(&lp)
                 .await
                 .map_err(|e| Error::kube("listing services", e))
         },
         async {
             deploy_api
-                .get_opt(&agg_name)
+                .get_metadata_opt(&agg_name)
                 .await
                 .map_err(|e| Error::kube("reading the aggregator deployment", e))
         },
@@ -234,10 +247,15 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
                 .map_err(|e| Error::kube("reading the aggregator configmap", e))
         },
     )?;
-    let pods: Vec<Pod> = pods
+    let component = |p: &Pod| p.labels().get(COMPONENT).cloned().unwrap_or_default();
+    let (pods, aggregator_pods): (Vec<Pod>, Vec<Pod>) = pods
         .items
         .into_iter()
-        .filter(|p| owned(&p.metadata))
+        .filter(|p| owned(&p.metadata) || made_by_replica_set_of(&p.metadata, &agg_name))
+        .partition(|p| component(p) == COMPONENT_VARIANT && owned(&p.metadata));
+    let aggregator_pods: Vec<Pod> = aggregator_pods
+        .into_iter()
+        .filter(|p| component(p) == COMPONENT_AGGREGATOR)
         .collect();
     let services: Vec<Service> = services
         .items
@@ -263,10 +281,6 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
             ));
         }
     }
-    let aggregator_ready = deployment
-        .and_then(|d| d.status)
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
 
     // Decide.
     let plan = plan::plan(&Inputs {
@@ -278,7 +292,7 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
         nodes: &nodes,
         pods: &pods,
         services: &services,
-        aggregator_ready,
+        aggregator_pods: &aggregator_pods,
         config: &ctx.config,
         now: Timestamp::now(),
     });
@@ -289,7 +303,12 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
     publish(&ctx, &ens, &plan).await;
     record(&ctx, &ns, &name, &plan);
     result?;
-    let whole = plan.status.available_variants == plan.status.desired_variants;
+    // Whole: every variant serves and (through its Service) an aggregator on a live node answers.
+    let whole = plan.status.available_variants == plan.status.desired_variants
+        && plan
+            .status
+            .condition(vp_api::ConditionType::Ready)
+            .is_some_and(|c| c.status == "True");
     Ok(Action::requeue(if whole { RESYNC } else { RETRY_DEGRADED }))
 }
 
@@ -446,7 +465,8 @@ pub async fn run(
         }
     }
     let ns = scope.namespace.as_deref();
-    let managed = format!("{MANAGED_BY}={MANAGER},{COMPONENT}={COMPONENT_VARIANT}");
+    // Variant and aggregator pods: capacity used on each node, and which ensembles a failed node touches.
+    let managed = format!("{MANAGED_BY}={MANAGER}");
     let (node_store, node_writer) = reflector::store::<Node>();
     let (lease_store, lease_writer) = reflector::store::<Lease>();
     let (pod_store, pod_writer) = reflector::store::<Pod>();

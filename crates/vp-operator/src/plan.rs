@@ -39,8 +39,8 @@ pub struct Inputs<'a> {
     pub pods: &'a [Pod],
     /// Variants that have a Service now (to delete those no longer in the spec).
     pub services: &'a [String],
-    /// Ready replicas of the aggregator Deployment.
-    pub aggregator_ready: i32,
+    /// The ensemble's aggregator pods (made by its Deployment).
+    pub aggregator_pods: &'a [Pod],
     /// Defaults.
     pub config: &'a OperatorConfig,
     /// The present moment.
@@ -237,6 +237,47 @@ fn judge_pod(pod: &Pod, nodes: &BTreeMap<&str, &NodeInfo>, now: Timestamp) -> Ve
     }
 }
 
+/// Aggregator pods on failed or vanished nodes are force-deleted, so that their ReplicaSet starts replacements on
+/// live nodes now instead of after Kubernetes' 300 s `unreachable` toleration. Returns how many serve: Ready,
+/// not terminating, on a healthy node (a pod on a silent node may still look Ready to the API server).
+fn judge_aggregators(pods: &[Pod], nodes: &BTreeMap<&str, &NodeInfo>, out: &mut Plan) -> usize {
+    let mut serving = 0;
+    for pod in pods {
+        let Some(on) = observe::pod_node(pod) else {
+            continue;
+        };
+        let failure = match nodes.get(on).map(|n| &n.health) {
+            Some(Health::Healthy) => None,
+            Some(Health::Failed(r)) => Some(r.clone()),
+            None => Some(FailureReason::Gone),
+        };
+        let Some(r) = failure else {
+            if pod.metadata.deletion_timestamp.is_none() && observe::pod_ready(pod) {
+                serving += 1;
+            }
+            continue;
+        };
+        let why = format!("{on}: {r}");
+        if pod.metadata.deletion_timestamp.is_none() {
+            out.events.push(Note {
+                warning: true,
+                reason: "AggregatorPodReplaced",
+                action: "Delete",
+                message: format!(
+                    "aggregator pod {} deleted ({why}); its Deployment starts a replacement on a live node",
+                    pod.name_any()
+                ),
+            });
+        }
+        out.delete.push(Deletion {
+            name: pod.name_any(),
+            force: true,
+            why,
+        });
+    }
+    serving
+}
+
 fn template(pod: &Pod) -> Option<&str> {
     pod.annotations().get(TEMPLATE_HASH).map(String::as_str)
 }
@@ -273,6 +314,7 @@ pub fn plan(input: &Inputs<'_>) -> Plan {
 
     let nodes: BTreeMap<&str, &NodeInfo> =
         input.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    let aggregator_ready = judge_aggregators(input.aggregator_pods, &nodes, &mut out);
     let mut by_variant: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
     for pod in input.pods {
         match pod
@@ -521,7 +563,7 @@ pub fn plan(input: &Inputs<'_>) -> Plan {
     st.available_variants = i32::try_from(available).unwrap_or(i32::MAX);
     st.expected_accuracy = manifest.expected_accuracy(ready_names.iter().copied(), k);
     st.aggregator_endpoint = desired::aggregator_endpoint(ens);
-    let agg_ok = ens.spec.aggregator.replicas == 0 || input.aggregator_ready > 0;
+    let agg_ok = ens.spec.aggregator.replicas == 0 || aggregator_ready > 0;
     let missing: Vec<String> = st
         .variants
         .iter()

@@ -479,6 +479,79 @@ async fn dead_node_variant_moves_to_spare_and_status_recovers() -> Result<(), Fa
     Ok(())
 }
 
+const AGGREGATOR_PODS: &str = "vp.dev/ensemble=fm,app.kubernetes.io/component=aggregator";
+
+/// The live (not terminating) aggregator pods: name, node, ready.
+async fn aggregator_pods(ns: &TestNamespace) -> Result<Vec<(String, String, bool)>, kube::Error> {
+    Ok(ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels(AGGREGATOR_PODS))
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+            let ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            (p.name_any(), node.unwrap_or_default(), ready)
+        })
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aggregator_on_a_dead_node_is_replaced_without_waiting_for_eviction() -> Result<(), Fail> {
+    let (cp, ns) = setup("ve-aggfail").await;
+    add_nodes(cp, &ns, &["2", "2", "2"]).await;
+    let op = Operator::start(&ns);
+    ns.api::<VariantEnsemble>()
+        .create(&PostParams::default(), &ensemble(&ns, &["v0"], 12))
+        .await?;
+    wait_status(&ns, "ensemble Ready", ready).await?;
+    let before = aggregator_pods(&ns).await?;
+    assert_eq!(before.len(), 1, "{before:?}");
+    let (old_pod, dead, _) = before[0].clone();
+
+    // Kubernetes alone would keep the pod bound to the dead node for 40 s (node monitor grace) + 300 s
+    // (unreachable toleration); the operator deletes it once the node's lease is 12 s silent.
+    cp.kill_node(&dead).await?;
+    until("aggregator replaced on a live node", WAIT, || async {
+        let now = aggregator_pods(&ns).await.map_err(kerr("list"))?;
+        let e = ns
+            .api::<VariantEnsemble>()
+            .get("fm")
+            .await
+            .map_err(kerr("get"))?;
+        let replaced = now.len() == 1 && now[0].0 != old_pod && now[0].1 != dead && now[0].2;
+        Ok(if replaced && ready(&e) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(format!("aggregator pods {now:?}"))
+        })
+    })
+    .await?;
+    assert!(
+        ns.api::<Pod>().get_opt(&old_pod).await?.is_none(),
+        "the pod on the dead node is gone, not left Terminating"
+    );
+    let evs = ns
+        .api::<k8s_openapi::api::events::v1::Event>()
+        .list(&ListParams::default())
+        .await?
+        .items;
+    assert!(
+        evs.iter()
+            .any(|e| e.reason.as_deref() == Some("AggregatorPodReplaced")
+                && e.note.as_deref().is_some_and(|n| n.contains(&dead))),
+        "AggregatorPodReplaced event naming the dead node"
+    );
+    op.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_restart_causes_no_churn() -> Result<(), Fail> {
     let (cp, ns) = setup("ve-restart").await;

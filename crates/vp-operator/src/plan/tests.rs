@@ -28,10 +28,21 @@ fn nodes(a_health: Health) -> Vec<NodeInfo> {
     out
 }
 
+/// A Ready aggregator pod bound to `node`.
+fn aggregator_pod(name: &str, node: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/component": "aggregator"}},
+        "spec": {"nodeName": node, "containers": [{"name": "aggregator"}]},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": T0}]}
+    }))
+    .expect("pod")
+}
+
 struct World {
     ens: VariantEnsemble,
     manifest: EnsembleManifest,
     pods: Vec<Pod>,
+    aggregators: Vec<Pod>,
     cfg: OperatorConfig,
 }
 
@@ -41,6 +52,7 @@ impl World {
             ens: fixtures::ensemble(),
             manifest: fixtures::manifest(),
             pods: vec![],
+            aggregators: vec![aggregator_pod("fm-aggregator-1", "edge-b")],
             cfg: OperatorConfig::default(),
         }
     }
@@ -53,12 +65,14 @@ impl World {
             nodes,
             pods: &self.pods,
             services: &[],
-            aggregator_ready: 1,
+            aggregator_pods: &self.aggregators,
             config: &self.cfg,
             now: at(now),
         });
         let gone: BTreeSet<&str> = plan.delete.iter().map(|d| d.name.as_str()).collect();
         self.pods.retain(|p| !gone.contains(p.name_any().as_str()));
+        self.aggregators
+            .retain(|p| !gone.contains(p.name_any().as_str()));
         self.pods.extend(plan.create.iter().cloned());
         self.ens.status = Some(plan.status.clone());
         plan
@@ -293,7 +307,7 @@ fn no_spare_means_unplaced_with_a_reason_and_nothing_stranded() {
         })
         .collect();
     let p = w.step(&dead, "2026-01-01T00:01:00Z");
-    assert_eq!(p.delete.len(), 4);
+    assert_eq!(p.delete.len(), 5, "4 variant pods and the aggregator pod");
     assert!(p.delete.iter().all(|d| d.force));
     assert!(p.create.is_empty());
     assert!(
@@ -373,7 +387,7 @@ fn removed_variant_loses_pod_and_service() {
         nodes: &n,
         pods: &w.pods,
         services: &["v0".into(), "v3".into()],
-        aggregator_ready: 1,
+        aggregator_pods: &w.aggregators,
         config: &w.cfg,
         now: at(T0),
     });
@@ -423,7 +437,7 @@ fn manifest_problems_and_unknown_variants_are_reported() {
         nodes: &[],
         pods: &[],
         services: &[],
-        aggregator_ready: 0,
+        aggregator_pods: &[],
         config: &w.cfg,
         now: at(T0),
     });
@@ -447,4 +461,87 @@ fn url_digest_must_match_the_manifest() {
         .expect("ready")
         .message;
     assert!(msg.contains("differs from the manifest"), "{msg}");
+}
+
+#[test]
+fn aggregator_on_a_failed_node_is_replaced_and_does_not_count_as_serving() {
+    let mut w = World::new();
+    let healthy = nodes(Health::Healthy);
+    w.step(&healthy, T0);
+    w.all_ready(T0);
+    w.aggregators = vec![aggregator_pod("fm-aggregator-1", "edge-a")];
+    let p = w.step(&healthy, T0);
+    assert_eq!(
+        cond(&p.status, ConditionType::Ready),
+        ("True", "AllVariantsServing")
+    );
+
+    // edge-a goes silent: the aggregator pod there still looks Ready to the API server but is not counted,
+    // and it is force-deleted (once, with one event) so that its ReplicaSet replaces it now.
+    let failed = Health::Failed(FailureReason::LeaseExpired { silent_s: 21 });
+    let p = w.step(&nodes(failed.clone()), "2026-01-01T00:01:00Z");
+    let gone: Vec<_> = p
+        .delete
+        .iter()
+        .filter(|d| d.name == "fm-aggregator-1")
+        .collect();
+    assert_eq!(gone.len(), 1);
+    assert!(
+        gone[0].force && gone[0].why.contains("edge-a"),
+        "{:?}",
+        gone[0]
+    );
+    assert_eq!(
+        p.events
+            .iter()
+            .filter(|e| e.reason == "AggregatorPodReplaced")
+            .count(),
+        1
+    );
+
+    // The replacement (on a live node) is Ready: Ready again, nothing more deleted.
+    w.aggregators = vec![aggregator_pod("fm-aggregator-2", "edge-b")];
+    w.all_ready("2026-01-01T00:01:02Z");
+    let p = w.step(&nodes(failed), "2026-01-01T00:01:03Z");
+    assert!(
+        p.delete
+            .iter()
+            .all(|d| !d.name.starts_with("fm-aggregator"))
+    );
+    assert!(!p.events.iter().any(|e| e.reason == "AggregatorPodReplaced"));
+    assert_eq!(cond(&p.status, ConditionType::Ready).0, "True");
+}
+
+#[test]
+fn only_ready_aggregators_on_live_nodes_serve() {
+    let failed = Health::Failed(FailureReason::NotReady);
+    let n = nodes(failed);
+    let by_name: BTreeMap<&str, &NodeInfo> = n.iter().map(|n| (n.name.as_str(), n)).collect();
+    let mut unready = aggregator_pod("unready", "edge-b");
+    unready.status = None;
+    let pods = [
+        aggregator_pod("serving", "edge-b"),
+        unready,
+        aggregator_pod("on-failed-node", "edge-a"),
+        aggregator_pod("on-vanished-node", "edge-zz"),
+    ];
+    let mut out = Plan::default();
+    assert_eq!(judge_aggregators(&pods, &by_name, &mut out), 1);
+    let deleted: Vec<&str> = out.delete.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(deleted, ["on-failed-node", "on-vanished-node"]);
+    assert!(out.delete.iter().all(|d| d.force));
+
+    // With only the unready one left, the ensemble says why it is not Ready.
+    let mut w = World::new();
+    let healthy = nodes(Health::Healthy);
+    w.step(&healthy, T0);
+    w.all_ready(T0);
+    let mut agg = aggregator_pod("fm-aggregator-1", "edge-b");
+    agg.status = None;
+    w.aggregators = vec![agg];
+    let p = w.step(&healthy, T0);
+    assert_eq!(
+        cond(&p.status, ConditionType::Ready),
+        ("False", "AggregatorUnavailable")
+    );
 }
