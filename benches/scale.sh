@@ -68,39 +68,97 @@ spec:
   variants: [{name: v0, source: {hostPath: /m/v0.onnx}}, {name: v1, source: {hostPath: /m/v1.onnx}}, {name: v2, source: {hostPath: /m/v2.onnx}}, {name: v3, source: {hostPath: /m/v3.onnx}}, {name: v4, source: {hostPath: /m/v4.onnx}}]
 YAML
 done >"$work/ensembles.yaml"
+# whole: ensembles Ready at their generation with every variant serving; on_dead: variant or aggregator pods
+# still bound to one of the nodes named in $work/dead (none before the kill).
+touch "$work/dead"
+count() {
+  kubectl get pods -n scale -o json >"$work/pods.json"
+  kubectl -n scale get ve -o json | python3 -c '
+import json, sys
+items = json.load(sys.stdin)["items"]
+whole = sum(1 for i in items
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in (i.get("status") or {}).get("conditions", []))
+            and (i.get("status") or {}).get("observedGeneration") == i["metadata"]["generation"]
+            and (i.get("status") or {}).get("availableVariants") == (i.get("status") or {}).get("desiredVariants"))
+dead = set(open(sys.argv[1]).read().split())
+pods = json.load(open(sys.argv[2]))["items"]
+on_dead = sum(1 for p in pods if p["spec"].get("nodeName") in dead)
+print(whole, on_dead)' "$work/dead" "$work/pods.json"
+}
+peak=0
+# Waits (at most 20 minutes) until every ensemble is whole and nothing is left on a dead node; sets elapsed.
+elapsed=
+converge() {
+  local t0=$1 deadline=$(( $(date +%s) + 1200 )) whole on_dead
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    kill -0 "$op_pid" 2>/dev/null || { echo "scale bench: the operator exited; log: ${TMPDIR:-/tmp}/vp-scale-operator.log" >&2; exit 1; }
+    rss=$(awk '/VmRSS/ {print $2}' "/proc/$op_pid/status")
+    [ "$rss" -gt "$peak" ] && peak=$rss
+    read -r whole on_dead < <(count)
+    if [ "$whole" -eq "$ensembles" ] && [ "$on_dead" -eq 0 ]; then
+      elapsed=$(echo "$(date +%s.%N) - $t0" | bc)
+      return 0
+    fi
+    sleep 1
+  done
+  echo "scale bench: not converged after 20 minutes ($whole of $ensembles whole, $on_dead pods on dead nodes)" >&2
+  exit 1
+}
 t0=$(date +%s.%N)
 kubectl apply -f "$work/ensembles.yaml" >/dev/null
-peak=0; ready=0
-deadline=$(( $(date +%s) + 1200 ))
-while [ "$(date +%s)" -lt "$deadline" ]; do
-  kill -0 "$op_pid" 2>/dev/null || { echo "scale bench: the operator exited; log: ${TMPDIR:-/tmp}/vp-scale-operator.log" >&2; exit 1; }
-  rss=$(awk '/VmRSS/ {print $2}' "/proc/$op_pid/status")
-  [ "$rss" -gt "$peak" ] && peak=$rss
-  ready=$(kubectl -n scale get ve -o json | python3 -c 'import json,sys; print(sum(any(c["type"] == "Ready" and c["status"] == "True" for c in (i.get("status") or {}).get("conditions", [])) for i in json.load(sys.stdin)["items"]))')
-  [ "$ready" -eq "$ensembles" ] && break
-  sleep 2
-done
-t1=$(date +%s.%N)
-curl -s 127.0.0.1:18099/metrics >"$work/metrics.txt"
-python3 - "$work/metrics.txt" "$ensembles" "$nodes" "$ready" "$(echo "$t1 - $t0" | bc)" "$peak" <<'PY'
+converge "$t0"
+converge_s=$elapsed
+curl -s 127.0.0.1:18099/metrics >"$work/metrics-converged.txt"
+peak_converge=$peak
+
+# Failure phase: KILL nodes lose power at once; every variant and aggregator pod on them must be replaced.
+kill_s=null moved=0
+if [ "$kill_nodes" -gt 0 ]; then
+  kubectl get pods -n scale -o json >"$work/pods.json"
+  for i in $(seq 1 "$kill_nodes"); do echo "edge-$i"; done >"$work/dead"
+  moved=$(python3 -c '
 import json, sys
-path, ens, nodes, ready, secs, peak_kib = sys.argv[1:]
-buckets, count, total = [], 0.0, 0.0
-for line in open(path):
-    if line.startswith("vp_operator_reconcile_duration_seconds_bucket"):
-        le = line.split('le="')[1].split('"')[0]
-        buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
-    elif line.startswith("vp_operator_reconcile_duration_seconds_count"):
-        count = float(line.split()[-1])
-    elif line.startswith("vp_operator_reconcile_duration_seconds_sum"):
-        total = float(line.split()[-1])
-def q(p):
-    for le, c in buckets:
-        if c >= p * count:
-            return "+Inf" if le == float("inf") else le
-print(json.dumps({"ensembles": int(ens), "variants_each": 5, "nodes": int(nodes), "ready": int(ready),
-                  "converge_s": round(float(secs), 1), "reconciles": int(count),
-                  "reconcile_mean_s": round(total / count, 4) if count else None,
-                  "reconcile_p50_le_s": q(0.5), "reconcile_p99_le_s": q(0.99),
-                  "operator_peak_rss_mib": round(int(peak_kib) / 1024, 1)}))
+dead = set(open(sys.argv[1]).read().split())
+print(sum(1 for p in json.load(open(sys.argv[2]))["items"] if p["spec"].get("nodeName") in dead))' "$work/dead" "$work/pods.json")
+  tk=$(date +%s.%N)
+  for n in $(cat "$work/dead"); do "$bin" node --data-dir "$work/data" kill "$n" >/dev/null; done
+  converge "$tk"
+  kill_s=$elapsed
+fi
+curl -s 127.0.0.1:18099/metrics >"$work/metrics.txt"
+python3 - "$work/metrics-converged.txt" "$work/metrics.txt" "$ensembles" "$nodes" "$converge_s" "$peak_converge" "$peak" "$kill_nodes" "$kill_s" "$moved" <<'PY'
+import json, sys
+conv_path, path, ens, nodes, conv_s, peak_conv, peak, kill_n, kill_s, moved = sys.argv[1:]
+def parse(path):
+    buckets, count, total, counters, failover = [], 0.0, 0.0, {}, {}
+    for line in open(path):
+        if line.startswith("vp_operator_reconcile_duration_seconds_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+        elif line.startswith("vp_operator_reconcile_duration_seconds_count"):
+            count = float(line.split()[-1])
+        elif line.startswith("vp_operator_reconcile_duration_seconds_sum"):
+            total = float(line.split()[-1])
+        elif line.startswith("vp_operator_failover_seconds_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            le = float("inf") if le == "+Inf" else float(le)
+            failover[le] = failover.get(le, 0.0) + float(line.split()[-1])
+        elif line.startswith(("vp_operator_applies_total", "vp_operator_reschedules_total", "vp_operator_reconcile_errors_total", "vp_operator_failover_seconds_count")):
+            name, value = line.rsplit(" ", 1)
+            counters[name] = int(float(value))
+    def q(p, buckets, count):
+        for le, c in buckets:
+            if count and c >= p * count:
+                return "+Inf" if le == float("inf") else le
+    fo = sorted(failover.items())
+    fo_n = fo[-1][1] if fo else 0
+    return {"reconciles": int(count), "reconcile_mean_s": round(total / count, 4) if count else None,
+            "reconcile_p50_le_s": q(0.5, buckets, count), "reconcile_p99_le_s": q(0.99, buckets, count),
+            "failover_p50_le_s": q(0.5, fo, fo_n), "failover_max_le_s": q(1.0, fo, fo_n), "counters": counters}
+print(json.dumps({"ensembles": int(ens), "variants_each": 5, "nodes": int(nodes),
+                  "converge_s": round(float(conv_s), 1), "converge": parse(conv_path),
+                  "operator_peak_rss_mib_converge": round(int(peak_conv) / 1024, 1),
+                  "killed_nodes": int(kill_n), "pods_on_killed_nodes": int(moved),
+                  "recover_s": None if kill_s == "null" else round(float(kill_s), 1),
+                  "total": parse(path), "operator_peak_rss_mib": round(int(peak) / 1024, 1)}))
 PY

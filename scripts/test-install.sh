@@ -56,19 +56,30 @@ scripts/render-manifests.sh --check
 # --- 2. RBAC of the chart == the operator's tested rules
 helm template vp-operator "$chart" -n vp-system >"$work/default.yaml"
 helm template vp-full "$chart" -n vp-full -f "$chart/ci/full-values.yaml" >"$work/full.yaml"
-"$py" - "$work/default.yaml" crates/vp-operator/rbac/operator.yaml <<'PY'
+helm template vp-scoped "$chart" -n vp-scoped-op --set watchNamespace=vp-scoped >"$work/scoped.yaml"
+"$py" - "$work/default.yaml" crates/vp-operator/rbac/operator.yaml "$work/scoped.yaml" <<'PY'
 import sys, yaml
+def norm(rules):
+    return sorted((tuple(sorted(r.get("apiGroups", []))), tuple(sorted(r["resources"])), tuple(sorted(r["verbs"]))) for r in rules)
 def rules(path):
     out = {}
     for d in yaml.safe_load_all(open(path)):
         if d and d["kind"] in ("ClusterRole", "Role"):
-            norm = sorted((tuple(sorted(r.get("apiGroups", []))), tuple(sorted(r["resources"])), tuple(sorted(r["verbs"]))) for r in d["rules"])
-            out[d["kind"]] = norm
+            out[d["kind"]] = norm(d["rules"])
     return out
 chart, tested = rules(sys.argv[1]), rules(sys.argv[2])
 if chart != tested:
     sys.exit(f"chart RBAC differs from {sys.argv[2]}:\n chart:  {chart}\n tested: {tested}")
-print("test-install: chart RBAC equals crates/vp-operator/rbac/operator.yaml")
+# Namespace-scoped: the same rules, split into a Role in the watched namespace, a ClusterRole for Nodes only and a
+# Role for node Leases in kube-node-lease (plus the same leader-election Role).
+docs = [d for d in yaml.safe_load_all(open(sys.argv[3])) if d and d["kind"] in ("ClusterRole", "Role")]
+where = {(d["kind"], d["metadata"].get("namespace")): norm(d["rules"]) for d in docs if not d["metadata"]["name"].endswith("-leader-election")}
+assert set(where) == {("Role", "vp-scoped"), ("ClusterRole", None), ("Role", "kube-node-lease")}, where
+assert where[("ClusterRole", None)] == [(("",), ("nodes",), ("get", "list", "watch"))], where
+union = sorted(r for rs in where.values() for r in rs)
+if union != tested["ClusterRole"]:
+    sys.exit(f"namespace-scoped RBAC differs from {sys.argv[2]}:\n scoped: {union}\n tested: {tested['ClusterRole']}")
+print("test-install: chart RBAC equals crates/vp-operator/rbac/operator.yaml (cluster-wide, and split by namespace with watchNamespace)")
 PY
 
 # --- 3. lint, template, schema, hardening
@@ -76,13 +87,13 @@ helm lint --strict "$chart" >/dev/null
 helm lint --strict "$chart" -f "$chart/ci/full-values.yaml" >/dev/null
 say "helm lint --strict: default and full values pass"
 for bad in "replicaCount=-1" "operator.logFormat=xml" "image.pullPolicy=Sometimes" "operator.port=70000" "unknownKey=1" \
-  "prometheusRule.degradedFor=soon"; do
+  "prometheusRule.degradedFor=soon" "watchNamespace=Not_A_Namespace"; do
   if helm template x "$chart" --set "$bad" >/dev/null 2>"$work/err"; then
     fail "values.schema.json accepted --set $bad"
   fi
 done
-say "values.schema.json rejects 6 bad values"
-"$py" - "$work/default.yaml" "$work/full.yaml" <<'PY'
+say "values.schema.json rejects 7 bad values"
+"$py" - "$work/default.yaml" "$work/full.yaml" "$work/scoped.yaml" <<'PY'
 import sys, yaml
 for path in sys.argv[1:]:
     docs = [d for d in yaml.safe_load_all(open(path)) if d]
@@ -101,6 +112,8 @@ for path in sys.argv[1:]:
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    scoped = "--watch-namespace=vp-scoped" in c["args"]
+    assert scoped == path.endswith("scoped.yaml"), (path, c["args"])
     leader = "--leader-elect" in c["args"]
     assert leader == (dep["spec"]["replicas"] > 1), (dep["spec"]["replicas"], c["args"])
     print(f"test-install: {path.rsplit('/',1)[-1]}: {len(docs)} objects {kinds}; operator pod hardened; leader election {leader}")
@@ -290,6 +303,54 @@ for m in vp_operator_reconciles_total vp_operator_reconcile_duration_seconds vp_
 done
 grep -q '^vp_operator_leader 1' "$work/operator.metrics" || fail "the operator did not become leader"
 say "operator /metrics scraped: the dashboard's operator series are exported (leader 1)"
+kill -TERM "$op_pid" && wait "$op_pid" 2>/dev/null || true
+op_pid=
+
+# --- 7b. namespace-scoped install (watchNamespace): the operator reconciles its namespace and may touch no other
+kubectl create namespace vp-scoped-op >/dev/null
+kubectl create namespace vp-scoped >/dev/null
+kubectl apply --server-side -f "$work/scoped.yaml" --dry-run=server >/dev/null
+kubectl apply --server-side -f "$work/scoped.yaml" >/dev/null
+for f in manifests/examples/fmnist/[1-9]*.yaml; do
+  sed 's/^  namespace: vp-examples$/  namespace: vp-scoped/' "$f"
+  echo "---"
+done >"$work/scoped-example.yaml"
+kubectl apply --server-side -f "$work/scoped-example.yaml" >/dev/null
+token=$(kubectl -n vp-scoped-op create token vp-scoped-vp-operator --duration=1h)
+scoped_kc="$work/scoped-kubeconfig"
+cp "$sa_kc" "$scoped_kc"
+KUBECONFIG="$scoped_kc" kubectl config set-credentials sa --token="$token" >/dev/null
+for deny in "list pods -A" "list pods -n vp-examples" "create pods -n vp-examples" "list variantensembles.vp.dev -A" "list secrets -n vp-scoped"; do
+  # shellcheck disable=SC2086
+  if KUBECONFIG="$scoped_kc" kubectl auth can-i $deny >/dev/null 2>&1; then
+    fail "the namespace-scoped ServiceAccount may: $deny"
+  fi
+done
+for allow in "create pods -n vp-scoped" "list nodes" "watch leases.coordination.k8s.io -n kube-node-lease"; do
+  # shellcheck disable=SC2086
+  KUBECONFIG="$scoped_kc" kubectl auth can-i $allow >/dev/null 2>&1 || fail "the namespace-scoped ServiceAccount may not: $allow"
+done
+port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+KUBECONFIG="$scoped_kc" POD_NAMESPACE=vp-scoped-op POD_NAME=vp-scoped-test RUST_LOG=info \
+  "$op_bin" --listen "127.0.0.1:$port" --leader-elect --watch-namespace vp-scoped --log-format text >"$work/scoped-operator.log" 2>&1 &
+op_pid=$!
+ready=
+for _ in $(seq 1 240); do
+  kill -0 "$op_pid" 2>/dev/null || { tail -n 30 "$work/scoped-operator.log" >&2; fail "namespace-scoped vp-operator exited"; }
+  ready=$(kubectl -n vp-scoped get ve fmnist -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
+  [ "$ready" = True ] && break
+  sleep 0.5
+done
+if [ "$ready" != True ]; then
+  kubectl -n vp-scoped get ve fmnist -o yaml >&2 || true
+  tail -n 30 "$work/scoped-operator.log" >&2
+  fail "the namespace-scoped operator did not make its ensemble Ready within 120 s"
+fi
+if grep -qi 'forbidden' "$work/scoped-operator.log"; then
+  grep -i 'forbidden' "$work/scoped-operator.log" | head -5 >&2
+  fail "the namespace-scoped operator made a forbidden call"
+fi
+say "namespace-scoped install (watchNamespace=vp-scoped): RBAC confined to vp-scoped (+ Nodes, node Leases), the operator made its ensemble Ready with no forbidden call"
 kill -TERM "$op_pid" && wait "$op_pid" 2>/dev/null || true
 op_pid=
 VP_CONTROLPLANE_DIR="$work/cp" scripts/controlplane.sh down >/dev/null 2>&1

@@ -525,7 +525,15 @@ pub async fn run(
         api::<VariantEnsemble>(&client, ns),
         watcher::Config::default(),
     )
-    .owns(api::<Pod>(&client, ns), owned_pods.clone())
+    // Pods by their ensemble label rather than owner: aggregator pods belong to a ReplicaSet, and one bound to a
+    // failed node must be seen (and deleted) at once.
+    .watches(api::<Pod>(&client, ns), owned_pods.clone(), |pod: Pod| {
+        let ns = pod.namespace();
+        pod.labels()
+            .get(ENSEMBLE)
+            .zip(ns)
+            .map(|(e, ns)| ObjectRef::new(e).within(&ns))
+    })
     .owns(api::<Deployment>(&client, ns), owned_pods.clone())
     // Services and ConfigMaps only so that deleting one by hand brings it back at once.
     .owns(api::<Service>(&client, ns), owned_pods.clone())

@@ -36,6 +36,12 @@ pub const MANIFEST_KEY: &str = "ensemble.yaml";
 /// Where the variant container finds the manifest and its model file.
 const VARIANT_DIR: &str = "/vp";
 
+/// The URL source's init container script: download to a temporary name, check the sha256, and only then give
+/// the file its real name, so the variant never sees a partial or unverified model. URL, digest, file name and
+/// folder come from the environment (`MODEL_URL`, `MODEL_SHA256`, `FILE`, `DIR`), never spliced into the text.
+pub const FETCH_SCRIPT: &str = "set -eu; curl -fsSL --retry 3 -o \"$DIR/$FILE.part\" \"$MODEL_URL\"; \
+     echo \"$MODEL_SHA256  $DIR/$FILE.part\" | sha256sum -c -; mv \"$DIR/$FILE.part\" \"$DIR/$FILE\"";
+
 /// A desired object could not be built.
 #[derive(Debug, Error)]
 pub enum BuildError {
@@ -163,10 +169,9 @@ fn variant_pod_spec(
                 "name": "fetch-model",
                 "image": cfg.fetch_image,
                 "command": ["sh", "-c",
-                    "set -eu; curl -fsSL --retry 3 -o \"/work/$FILE.part\" \"$MODEL_URL\"; \
-                     echo \"$MODEL_SHA256  /work/$FILE.part\" | sha256sum -c -; mv \"/work/$FILE.part\" \"/work/$FILE\""],
+                    FETCH_SCRIPT],
                 "env": [{"name": "MODEL_URL", "value": u.url}, {"name": "MODEL_SHA256", "value": u.sha256},
-                        {"name": "FILE", "value": mv.file}],
+                        {"name": "FILE", "value": mv.file}, {"name": "DIR", "value": "/work"}],
                 "volumeMounts": [{"name": "model", "mountPath": "/work"}],
                 "securityContext": container_security(),
                 "resources": cfg.variant_resources,

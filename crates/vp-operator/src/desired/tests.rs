@@ -232,3 +232,154 @@ fn objects_without_uid_are_refused() {
         Err(BuildError::Metadata(_))
     ));
 }
+
+/// Runs the URL source's init container exactly as the pod would (its command, its environment), with the
+/// folder, URL and digest replaced, against a real HTTP server serving the shipped model files.
+mod fetch {
+    use super::*;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Output};
+
+    struct Server(Child, u16);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn models() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist")
+    }
+
+    fn serve() -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .arg("--directory")
+            .arg(models())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server");
+        let server = Server(child, port);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("http.server did not listen on {port}");
+    }
+
+    /// The init container's command and environment from the built pod (fixture variant v1 has a URL source).
+    fn init_container() -> (Vec<String>, Vec<(String, String)>) {
+        let pod = pod_for(1);
+        let init = pod
+            .spec
+            .and_then(|s| s.init_containers)
+            .and_then(|c| c.into_iter().next())
+            .expect("init container");
+        let env = init
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.name, e.value.unwrap_or_default()))
+            .collect();
+        (init.command.expect("command"), env)
+    }
+
+    fn run(dir: &Path, url: &str, sha256: &str, file: &str) -> Output {
+        let (command, env) = init_container();
+        let mut cmd = Command::new(&command[0]);
+        cmd.args(&command[1..])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin");
+        for (k, v) in env {
+            let v = match k.as_str() {
+                "DIR" => dir.display().to_string(),
+                "MODEL_URL" => url.to_string(),
+                "MODEL_SHA256" => sha256.to_string(),
+                "FILE" => file.to_string(),
+                _ => v,
+            };
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run the init script")
+    }
+
+    fn shipped() -> (String, String) {
+        let text = std::fs::read_to_string(models().join("ensemble.yaml")).expect("manifest");
+        let m = EnsembleManifest::from_yaml(&text).expect("shipped manifest");
+        (m.variants[0].file.clone(), m.variants[0].sha256.clone())
+    }
+
+    #[test]
+    fn downloads_and_verifies_a_real_model() {
+        let server = serve();
+        let (file, sha) = shipped();
+        let dir = tempdir();
+        let out = run(
+            &dir,
+            &format!("http://127.0.0.1:{}/{file}", server.1),
+            &sha,
+            &file,
+        );
+        assert!(out.status.success(), "{out:?}");
+        let got = std::fs::read(dir.join(&file)).expect("model in place");
+        let want = std::fs::read(models().join(&file)).expect("shipped model");
+        assert_eq!(got, want);
+        assert!(!dir.join(format!("{file}.part")).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_wrong_digest_or_a_missing_file_leaves_no_model() {
+        let server = serve();
+        let (file, _) = shipped();
+        let dir = tempdir();
+        let url = format!("http://127.0.0.1:{}/{file}", server.1);
+        let out = run(&dir, &url, &"0".repeat(64), &file);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("FAILED"), "sha256sum names the failure: {err}");
+        assert!(
+            !dir.join(&file).exists(),
+            "an unverified model is never given its real name"
+        );
+
+        let out = run(
+            &dir,
+            &format!("http://127.0.0.1:{}/no-such.onnx", server.1),
+            &"0".repeat(64),
+            "no-such.onnx",
+        );
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("404"),
+            "curl names the HTTP error: {out:?}"
+        );
+        assert!(!dir.join("no-such.onnx").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempdir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "vp-fetch-{}-{}",
+            std::process::id(),
+            crate::hash::short(format!("{:?}", std::time::Instant::now()).as_bytes(), 8)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+}
