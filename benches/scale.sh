@@ -39,7 +39,7 @@ done
 kubectl apply -f crds/ >/dev/null
 until kubectl get crd variantensembles.vp.dev -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>/dev/null | grep -q True; do sleep 0.2; done
 kubectl create ns scale >/dev/null
-# A 5-variant manifest with every subset row (accuracies are made up: only the shape matters here).
+# A valid 5-variant manifest with every subset row (accuracies are made up: only the shape matters here).
 python3 - "$work/manifest.yaml" <<'PY'
 import itertools, sys
 names = [f"v{i}" for i in range(5)]
@@ -48,8 +48,13 @@ for r in range(1, 6):
     for sub in itertools.combinations(names, r):
         a = round(0.85 + 0.01 * len(sub), 4)
         rows.append(f"  - {{variants: [{', '.join(sub)}], accuracy: {a}, topk_accuracy: [{a}, {a}, {a}, {a}, {a}]}}")
-vs = "\n".join(f"  - {{name: {n}, file: {n}.onnx, sha256: \"{str(i) * 64}\", bytes: 1, params: 1, macs: {1000 * (i + 1)}, accuracy: 0.85}}" for i, n in enumerate(names))
-open(sys.argv[1], "w").write(f"schema_version: 1\nfamily: bench\noutput: {{classes: 10}}\nvariants:\n{vs}\nsubsets:\n" + "\n".join(rows) + "\n")
+entry = lambda n, i: f"{{name: {n}, file: {n}.onnx, sha256: \"{str(i) * 64}\", bytes: 1, resolution: 28, width: 0.5, head_channels: 320, params: 1, macs: {1000 * (i + 1)}, accuracy: 0.85}}"
+vs = "\n".join(f"  - {entry(n, i)}" for i, n in enumerate(names))
+head = ("schema_version: 1\nfamily: bench\n"
+        "dataset: {name: bench, classes: [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9], test_samples: 1}\n"
+        "input: {name: image, dtype: uint8, layout: NCHW, shape: [1, 28, 28]}\n"
+        "output: {name: probs, dtype: float32, classes: 10}\n")
+open(sys.argv[1], "w").write(head + f"variants:\n{vs}\nbaseline: {entry('baseline', 9)}\nsubsets:\n" + "\n".join(rows) + "\n")
 PY
 kubectl -n scale create configmap manifest --from-file=ensemble.yaml="$work/manifest.yaml" >/dev/null
 "$op" --listen 127.0.0.1:18099 --log-format json --variant-resources '{"requests":{"cpu":"100m","memory":"64Mi"}}' >"$work/operator.log" 2>&1 &

@@ -36,8 +36,9 @@ rm -rf "$out" && mkdir -p "$out"
 (
   cd "$mod"
   go mod init vp-monitoring-crds >/dev/null 2>&1
-  go get "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring@$prom_operator" >/dev/null 2>&1
   pkg=github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1
+  # Getting the package (not just the module) records the sums of everything it imports.
+  go get "$pkg@$prom_operator" >/dev/null 2>&1
   # Like upstream: CRD v1, descriptions kept short (the annotation limit of client-side apply does not bite).
   "$gen/controller-gen" "crd:crdVersions=v1,maxDescLen=0,allowDangerousTypes=true" "paths=$pkg" "output:crd:dir=$out"
 )

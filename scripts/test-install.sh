@@ -199,30 +199,26 @@ helm uninstall vp-helm -n vp-helm --wait >>"$work/helm.log" || fail "helm uninst
 kubectl -n vp-helm get deploy vp-helm-vp-operator >/dev/null 2>&1 && fail "helm uninstall left the Deployment"
 kubectl get crd variantensembles.vp.dev >/dev/null || fail "helm uninstall removed the CRD"
 say "helm install (with CRD) / upgrade 2 -> 1 replicas / uninstall work against the API server"
-cat >"$work/monitoring-crds.yaml" <<'YAML'
-# Minimal stand-ins for the prometheus-operator CRDs (not downloadable here): same group, version, kinds and
-# scope, schema left open. They let the API server accept the objects; their fields are checked by promtool above.
-YAML
-for kp in ServiceMonitor:servicemonitors PodMonitor:podmonitors PrometheusRule:prometheusrules; do
-  kind=${kp%%:*} plural=${kp##*:}
-  cat >>"$work/monitoring-crds.yaml" <<YAML
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: $plural.monitoring.coreos.com}
-spec:
-  group: monitoring.coreos.com
-  scope: Namespaced
-  names: {kind: $kind, plural: $plural, listKind: ${kind}List, singular: $(echo "$kind" | tr A-Z a-z)}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
-YAML
-done
+# The real prometheus-operator CRDs (generated from its API module by scripts/setup-monitoring-crds.sh): the
+# chart's ServiceMonitor, PodMonitor and PrometheusRule meet their true schemas under strict field validation.
+mon="$VP_CACHE/monitoring-crds/current"
+for plural in servicemonitors podmonitors prometheusrules; do
+  [ -s "$mon/monitoring.coreos.com_$plural.yaml" ] || fail "missing $mon/monitoring.coreos.com_$plural.yaml (run scripts/setup.sh)"
+  cat "$mon/monitoring.coreos.com_$plural.yaml"
+  echo "---"
+done >"$work/monitoring-crds.yaml"
 kubectl apply --server-side -f "$work/monitoring-crds.yaml" >/dev/null
 kubectl wait --for=condition=Established --timeout=60s -f "$work/monitoring-crds.yaml" >/dev/null
+# The schemas are the real ones: a misspelt field or a wrong type is refused, as it would be on a real cluster.
+for bad in "endpoints: [{port: http, intervall: 30s}]" "endpoints: [{port: http, interval: 30}]"; do
+  if kubectl apply --server-side --dry-run=server -f - >/dev/null 2>&1 <<YAML
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata: {name: bad, namespace: default}
+spec: {selector: {}, $bad}
+YAML
+  then fail "the ServiceMonitor CRD accepted: $bad"; fi
+done
 # Namespaces first, for real: a dry run of a namespaced object needs its namespace to exist.
 kubectl create namespace vp-system >/dev/null
 kubectl create namespace vp-full >/dev/null
@@ -375,12 +371,15 @@ for _ in $(seq 1 240); do
   sleep 0.5
 done
 curl -fsS "http://127.0.0.1:$agg_port/v2/health/ready" >/dev/null || fail "the local ensemble did not become ready"
+variant_targets=$(jq -c '[.variants[].url | sub("^https?://"; "")]' "$state/run.json")
 cat >"$work/prometheus.yml" <<YAML
 global: {scrape_interval: 1s, evaluation_interval: 1s}
 rule_files: ["$work/alerts.yaml"]
 scrape_configs:
   - job_name: aggregator
     static_configs: [{targets: ["127.0.0.1:$agg_port"], labels: {namespace: local, ensemble: fmnist}}]
+  - job_name: variants
+    static_configs: [{targets: $variant_targets, labels: {namespace: local, ensemble: fmnist}}]
 YAML
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prom" \
   --web.listen-address="127.0.0.1:$prom_port" >"$work/prometheus.log" 2>&1 &
@@ -413,6 +412,17 @@ now_acc=$(q 'vp_aggregator_expected_accuracy')
 "$py" -c "import sys; f, m, n = map(float, sys.argv[1:]); sys.exit(0 if m < f and n == f else 1)" \
   "$full_acc" "$min_acc" "$now_acc" || fail "expected accuracy did not drop and recover: full $full_acc, min $min_acc, now $now_acc"
 say "real Prometheus scraped vpctl run: killing $victim dropped available variants 4 -> $min_avail and expected accuracy $full_acc -> $min_acc; both recovered"
+# Every data-plane series the dashboard and alerts use is among what Prometheus really scraped (a histogram as
+# its _bucket series); the operator's were checked against its own scrape above.
+scraped=$(curl -fsS "http://127.0.0.1:$prom_port/api/v1/label/__name__/values" | jq -r '.data[]')
+n=0
+for m in $(grep -E '^vp_(aggregator|variant)_' "$work/used-metrics"); do
+  printf '%s\n' "$scraped" | grep -qx -e "$m" -e "${m}_bucket" \
+    || fail "the dashboard or rules use $m, which the aggregator and variants do not export (scraped: $(printf '%s\n' "$scraped" | grep -c '^vp_') vp_ series)"
+  n=$((n + 1))
+done
+[ "$n" -ge 5 ] || fail "expected at least 5 data-plane metrics in the dashboard and rules, found $n"
+say "the $n data-plane metrics used by the dashboard and rules are all in Prometheus' scrape of the aggregator and variants"
 kill -TERM "$prom_pid" "$run_pid" 2>/dev/null; wait "$prom_pid" "$run_pid" 2>/dev/null || true
 prom_pid= run_pid=
 say "all checks passed in $(( $(date +%s) - t0 )) s"

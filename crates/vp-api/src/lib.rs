@@ -1,5 +1,5 @@
 //! The `VariantEnsemble` custom resource (group `vp.dev`, version `v1alpha1`), the labels the operator puts on
-//! what it creates, and the parts of the ensemble manifest (`ensemble.yaml`) the control plane reads.
+//! what it creates, and (re-exported from vp-core) the ensemble manifest (`ensemble.yaml`) reader.
 //!
 //! Everything here is plain data: no client, no I/O. The CRD YAML in `crds/` is generated from these types by
 //! the `crdgen` binary and checked in CI.

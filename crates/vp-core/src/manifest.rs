@@ -238,6 +238,26 @@ impl Manifest {
         row.topk_accuracy.get(k.checked_sub(1)?).copied()
     }
 
+    /// A variant (not the baseline) by name.
+    pub fn variant(&self, name: &str) -> Option<&ModelEntry> {
+        self.variants.iter().find(|m| m.name == name)
+    }
+
+    /// Expected accuracy when exactly the named variants answer with top-`k` replies; None when none answer,
+    /// a name is unknown or repeated, or k is outside 1..=classes/2.
+    pub fn subset_accuracy<'a>(
+        &self,
+        serving: impl IntoIterator<Item = &'a str>,
+        k: usize,
+    ) -> Option<f64> {
+        let names: Vec<&str> = serving.into_iter().collect();
+        let mask = self.mask_of(&names)?;
+        if mask == 0 {
+            return None;
+        }
+        self.expected_accuracy(mask, k)
+    }
+
     /// Class label by index.
     pub fn label(&self, class: usize) -> &str {
         self.dataset
@@ -323,6 +343,22 @@ pub(crate) mod tests {
         assert_eq!(m.expected_accuracy(0, 1), None);
         assert!(m.mask_of(&["v0", "v0"]).is_none());
         assert!(m.mask_of(&["nope"]).is_none());
+    }
+
+    #[test]
+    fn subset_accuracy_by_names() {
+        let m = Manifest::from_yaml(&sample_yaml()).expect("valid");
+        let by_mask = m.expected_accuracy(0b101, 3);
+        assert!(by_mask.is_some());
+        assert_eq!(m.subset_accuracy(["v2", "v0"], 3), by_mask);
+        assert_eq!(m.subset_accuracy([], 3), None, "nobody serves");
+        assert_eq!(m.subset_accuracy(["v0", "nope"], 3), None);
+        assert_eq!(m.subset_accuracy(["v0"], 0), None);
+        assert_eq!(m.variant("v1").map(|v| v.file.as_str()), Some("v1.onnx"));
+        assert!(
+            m.variant("baseline").is_none(),
+            "the baseline is not a variant"
+        );
     }
 
     #[test]

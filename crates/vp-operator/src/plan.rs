@@ -121,13 +121,14 @@ pub struct Plan {
 /// Checks the spec against the manifest: classes, variant names, URL digests, k.
 fn validate(ens: &VariantEnsemble, m: &EnsembleManifest) -> Result<(), String> {
     let spec = &ens.spec;
-    if i64::from(spec.model.classes) != i64::from(m.output.classes) {
+    let classes = i64::try_from(m.output.classes).unwrap_or(i64::MAX);
+    if i64::from(spec.model.classes) != classes {
         return Err(format!(
             "spec.model.classes is {} but the manifest's output.classes is {}",
             spec.model.classes, m.output.classes
         ));
     }
-    if spec.top_k < 1 || i64::from(spec.top_k) > i64::from(m.output.classes / 2) {
+    if spec.top_k < 1 || i64::from(spec.top_k) > classes / 2 {
         return Err(format!(
             "topK {} is outside 1..={}",
             spec.top_k,
@@ -556,12 +557,12 @@ pub fn plan(input: &Inputs<'_>) -> Plan {
     // Status summary and conditions.
     let desired_n = ens.spec.variants.len();
     let available = ready_names.len();
-    let k = u32::try_from(ens.spec.top_k).unwrap_or(0);
+    let k = usize::try_from(ens.spec.top_k).unwrap_or(0);
     let st = &mut out.status;
     st.observed_generation = generation;
     st.desired_variants = i32::try_from(desired_n).unwrap_or(i32::MAX);
     st.available_variants = i32::try_from(available).unwrap_or(i32::MAX);
-    st.expected_accuracy = manifest.expected_accuracy(ready_names.iter().copied(), k);
+    st.expected_accuracy = manifest.subset_accuracy(ready_names.iter().copied(), k);
     st.aggregator_endpoint = desired::aggregator_endpoint(ens);
     let agg_ok = ens.spec.aggregator.replicas == 0 || aggregator_ready > 0;
     let missing: Vec<String> = st
