@@ -91,18 +91,28 @@ on_dead = sum(1 for p in pods if p["spec"].get("nodeName") in dead)
 print(whole, on_dead)' "$work/dead" "$work/pods.json"
 }
 peak=0
-# Waits (at most 20 minutes) until every ensemble is whole and nothing is left on a dead node; sets elapsed.
-elapsed=
+# Waits (at most 20 minutes) until every ensemble is whole; sets elapsed (seconds until then) and left (pods
+# still bound to a dead node 30 s later: the operator removes them; Kubernetes alone leaves evicted pods of an
+# unreachable node Terminating indefinitely).
+elapsed= left=
 converge() {
-  local t0=$1 deadline=$(( $(date +%s) + 1200 )) whole on_dead
+  local t0=$1 deadline=$(( $(date +%s) + 1200 )) whole on_dead since=
   while [ "$(date +%s)" -lt "$deadline" ]; do
     kill -0 "$op_pid" 2>/dev/null || { echo "scale bench: the operator exited; log: ${TMPDIR:-/tmp}/vp-scale-operator.log" >&2; exit 1; }
     rss=$(awk '/VmRSS/ {print $2}' "/proc/$op_pid/status")
     [ "$rss" -gt "$peak" ] && peak=$rss
     read -r whole on_dead < <(count)
-    if [ "$whole" -eq "$ensembles" ] && [ "$on_dead" -eq 0 ]; then
-      elapsed=$(echo "$(date +%s.%N) - $t0" | bc)
-      return 0
+    if [ "$whole" -eq "$ensembles" ]; then
+      if [ -z "$since" ]; then
+        elapsed=$(echo "$(date +%s.%N) - $t0" | bc)
+        since=$(date +%s)
+      fi
+      if [ "$on_dead" -eq 0 ] || [ $(( $(date +%s) - since )) -ge 30 ]; then
+        left=$on_dead
+        return 0
+      fi
+    else
+      since=
     fi
     sleep 1
   done
@@ -117,7 +127,7 @@ curl -s 127.0.0.1:18099/metrics >"$work/metrics-converged.txt"
 peak_converge=$peak
 
 # Failure phase: KILL nodes lose power at once; every variant and aggregator pod on them must be replaced.
-kill_s=null moved=0
+kill_s=null moved=0 left_on_dead=0
 if [ "$kill_nodes" -gt 0 ]; then
   kubectl get pods -n scale -o json >"$work/pods.json"
   for i in $(seq 1 "$kill_nodes"); do echo "edge-$i"; done >"$work/dead"
@@ -129,11 +139,12 @@ print(sum(1 for p in json.load(open(sys.argv[2]))["items"] if p["spec"].get("nod
   for n in $(cat "$work/dead"); do "$bin" node --data-dir "$work/data" kill "$n" >/dev/null; done
   converge "$tk"
   kill_s=$elapsed
+  left_on_dead=$left
 fi
 curl -s 127.0.0.1:18099/metrics >"$work/metrics.txt"
-python3 - "$work/metrics-converged.txt" "$work/metrics.txt" "$ensembles" "$nodes" "$converge_s" "$peak_converge" "$peak" "$kill_nodes" "$kill_s" "$moved" <<'PY'
+python3 - "$work/metrics-converged.txt" "$work/metrics.txt" "$ensembles" "$nodes" "$converge_s" "$peak_converge" "$peak" "$kill_nodes" "$kill_s" "$moved" "$left_on_dead" <<'PY'
 import json, sys
-conv_path, path, ens, nodes, conv_s, peak_conv, peak, kill_n, kill_s, moved = sys.argv[1:]
+conv_path, path, ens, nodes, conv_s, peak_conv, peak, kill_n, kill_s, moved, left = sys.argv[1:]
 def parse(path):
     buckets, count, total, counters, failover = [], 0.0, 0.0, {}, {}
     for line in open(path):
@@ -165,5 +176,6 @@ print(json.dumps({"ensembles": int(ens), "variants_each": 5, "nodes": int(nodes)
                   "operator_peak_rss_mib_converge": round(int(peak_conv) / 1024, 1),
                   "killed_nodes": int(kill_n), "pods_on_killed_nodes": int(moved),
                   "recover_s": None if kill_s == "null" else round(float(kill_s), 1),
+                  "pods_left_on_killed_nodes": int(left),
                   "total": parse(path), "operator_peak_rss_mib": round(int(peak) / 1024, 1)}))
 PY
