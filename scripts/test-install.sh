@@ -248,6 +248,35 @@ kubectl -n vp-full rollout status deploy/vp-full-vp-operator --timeout=90s >/dev
   || fail "operator Deployment from the full values did not roll out"
 say "operator Deployments rolled out (default: 1 replica; full: 2 replicas with leader election); vp-system enforces PodSecurity 'restricted'"
 
+# Starts vp-operator with kubeconfig KC (a ServiceAccount token), its Lease in namespace LEASE_NS, extra flags
+# after --; waits until ensemble fmnist in ENS_NS is Ready and checks that the operator's log has no forbidden
+# call. Sets op_pid and port.
+#   run_operator_until_ready KC LEASE_NS ENS_NS LOG WHAT [-- FLAGS...]
+run_operator_until_ready() {
+  local kc=$1 lease_ns=$2 ens_ns=$3 log=$4 what=$5 ready=
+  shift 5
+  [ "${1:-}" = "--" ] && shift
+  port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  KUBECONFIG="$kc" POD_NAMESPACE="$lease_ns" POD_NAME="$lease_ns-test" RUST_LOG=info \
+    "$op_bin" --listen "127.0.0.1:$port" --leader-elect --log-format text "$@" >"$log" 2>&1 &
+  op_pid=$!
+  for _ in $(seq 1 240); do
+    kill -0 "$op_pid" 2>/dev/null || { tail -n 30 "$log" >&2; fail "vp-operator ($what) exited"; }
+    ready=$(kubectl -n "$ens_ns" get ve fmnist -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
+    [ "$ready" = True ] && break
+    sleep 0.5
+  done
+  if [ "$ready" != True ]; then
+    kubectl -n "$ens_ns" get ve fmnist -o yaml >&2 || true
+    tail -n 30 "$log" >&2
+    fail "the ensemble in $ens_ns did not become Ready under $what within 120 s"
+  fi
+  if grep -qi 'forbidden' "$log"; then
+    grep -i 'forbidden' "$log" | head -5 >&2
+    fail "the operator made a forbidden call under $what"
+  fi
+}
+
 # --- 7. the operator as the chart's ServiceAccount reconciles the example
 op_bin=${VP_OPERATOR_BIN:-}
 if [ -z "$op_bin" ]; then
@@ -267,29 +296,10 @@ KUBECONFIG="$sa_kc" kubectl config use-context sa >/dev/null
 if KUBECONFIG="$sa_kc" kubectl auth can-i list secrets -A >/dev/null 2>&1; then
   fail "the chart's ServiceAccount may list Secrets"
 fi
-port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-KUBECONFIG="$sa_kc" POD_NAMESPACE=vp-system POD_NAME=vp-operator-test RUST_LOG=info \
-  "$op_bin" --listen "127.0.0.1:$port" --leader-elect --log-format text >"$work/operator.log" 2>&1 &
-op_pid=$!
-ready=
-for _ in $(seq 1 240); do
-  kill -0 "$op_pid" 2>/dev/null || { tail -n 30 "$work/operator.log" >&2; fail "vp-operator exited"; }
-  ready=$(kubectl -n vp-examples get ve fmnist -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
-  [ "$ready" = True ] && break
-  sleep 0.5
-done
-if [ "$ready" != True ]; then
-  kubectl -n vp-examples get ve fmnist -o yaml >&2 || true
-  tail -n 30 "$work/operator.log" >&2
-  fail "the example ensemble did not become Ready under the chart's ServiceAccount within 120 s"
-fi
+run_operator_until_ready "$sa_kc" vp-system vp-examples "$work/operator.log" "the chart's ServiceAccount"
 avail=$(kubectl -n vp-examples get ve fmnist -o jsonpath='{.status.availableVariants}/{.status.desiredVariants} accuracy {.status.expectedAccuracy}')
 pods=$(kubectl -n vp-examples get pods -l app.kubernetes.io/component=variant -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | sort -u | wc -l)
-say "operator as ServiceAccount vp-system/vp-operator: example ensemble Ready, $avail, variants on $pods node(s)"
-if grep -qi 'forbidden' "$work/operator.log"; then
-  grep -i 'forbidden' "$work/operator.log" | head -5 >&2
-  fail "the operator made a forbidden call under the chart's RBAC"
-fi
+say "operator as ServiceAccount vp-system/vp-operator: example ensemble Ready, $avail, variants on $pods node(s), no forbidden call"
 curl -fsS "http://127.0.0.1:$port/metrics" >"$work/operator.metrics"
 curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null && curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null
 for m in vp_operator_reconciles_total vp_operator_reconcile_duration_seconds vp_ensemble_available_variants \
@@ -326,26 +336,8 @@ for allow in "create pods -n vp-scoped" "list nodes" "watch leases.coordination.
   # shellcheck disable=SC2086
   KUBECONFIG="$scoped_kc" kubectl auth can-i $allow >/dev/null 2>&1 || fail "the namespace-scoped ServiceAccount may not: $allow"
 done
-port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-KUBECONFIG="$scoped_kc" POD_NAMESPACE=vp-scoped-op POD_NAME=vp-scoped-test RUST_LOG=info \
-  "$op_bin" --listen "127.0.0.1:$port" --leader-elect --watch-namespace vp-scoped --log-format text >"$work/scoped-operator.log" 2>&1 &
-op_pid=$!
-ready=
-for _ in $(seq 1 240); do
-  kill -0 "$op_pid" 2>/dev/null || { tail -n 30 "$work/scoped-operator.log" >&2; fail "namespace-scoped vp-operator exited"; }
-  ready=$(kubectl -n vp-scoped get ve fmnist -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
-  [ "$ready" = True ] && break
-  sleep 0.5
-done
-if [ "$ready" != True ]; then
-  kubectl -n vp-scoped get ve fmnist -o yaml >&2 || true
-  tail -n 30 "$work/scoped-operator.log" >&2
-  fail "the namespace-scoped operator did not make its ensemble Ready within 120 s"
-fi
-if grep -qi 'forbidden' "$work/scoped-operator.log"; then
-  grep -i 'forbidden' "$work/scoped-operator.log" | head -5 >&2
-  fail "the namespace-scoped operator made a forbidden call"
-fi
+run_operator_until_ready "$scoped_kc" vp-scoped-op vp-scoped "$work/scoped-operator.log" \
+  "the namespace-scoped ServiceAccount" -- --watch-namespace vp-scoped
 say "namespace-scoped install (watchNamespace=vp-scoped): RBAC confined to vp-scoped (+ Nodes, node Leases), the operator made its ensemble Ready with no forbidden call"
 kill -TERM "$op_pid" && wait "$op_pid" 2>/dev/null || true
 op_pid=

@@ -64,14 +64,26 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(MANAGER).force()
 }
 
-async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<()>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+/// What server-side apply needs of a namespaced object.
+trait Applicable:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Serialize
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<T> Applicable for T where
+    T: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Serialize
         + Clone
         + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+        + std::fmt::Debug
 {
+}
+
+async fn apply<K: Applicable>(client: &Client, ns: &str, obj: &K) -> Result<()> {
     let name = obj.name_any();
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     api.patch(&name, &apply_params(), &Patch::Apply(obj))
@@ -81,14 +93,7 @@ where
 }
 
 /// Applies `obj` unless the same object was applied within the resync period (see [`crate::applied`]).
-async fn apply_changed<K>(ctx: &Context, ns: &str, obj: &K) -> Result<()>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Serialize
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
+async fn apply_changed<K: Applicable>(ctx: &Context, ns: &str, obj: &K) -> Result<()> {
     let key: applied::Key = (kind_name::<K>(), ns.to_string(), obj.name_any());
     let hash = applied::digest(obj);
     let now = std::time::Instant::now();
