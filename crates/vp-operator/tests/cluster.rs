@@ -553,6 +553,80 @@ async fn aggregator_on_a_dead_node_is_replaced_without_waiting_for_eviction() ->
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn evicted_variant_pod_is_replaced_on_another_node() -> Result<(), Fail> {
+    let (cp, ns) = setup("ve-evict").await;
+    add_nodes(cp, &ns, &["2", "2", "2"]).await;
+    let op = Operator::start(&ns);
+    ns.api::<VariantEnsemble>()
+        .create(&PostParams::default(), &ensemble(&ns, &["v0", "v1"], 20))
+        .await?;
+    wait_status(&ns, "ensemble Ready", ready).await?;
+    let pods = ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels(VARIANT_PODS))
+        .await?
+        .items;
+    let (victim, node) = variant_pods(&pods)["v0"].clone();
+
+    // What the kubelet reports when it evicts a pod (the simulator, like a kubelet, leaves ended pods alone).
+    ns.api::<Pod>()
+        .patch_status(
+            &victim,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "phase": "Failed", "reason": "Evicted",
+                "message": "The node was low on resource: memory.",
+                "conditions": [{"type": "Ready", "status": "False"}]
+            }})),
+        )
+        .await?;
+    let e = wait_status(&ns, "Ready again after the eviction", |e| {
+        ready(e)
+            && e.status.as_ref().is_some_and(|s| {
+                s.variants
+                    .iter()
+                    .any(|v| v.name == "v0" && v.reschedules == 1 && v.ready)
+            })
+    })
+    .await?;
+    let v0 = e
+        .status
+        .as_ref()
+        .and_then(|s| s.variants.iter().find(|v| v.name == "v0"))
+        .ok_or("v0")?;
+    assert_ne!(
+        v0.node.as_deref(),
+        Some(node.as_str()),
+        "replaced away from the node that evicted it while other nodes fit"
+    );
+    assert!(
+        ns.api::<Pod>().get_opt(&victim).await?.is_none(),
+        "the failed pod is removed"
+    );
+    assert_eq!(
+        op.metrics
+            .reschedules
+            .with_label_values(&["PodFailed"])
+            .get(),
+        1
+    );
+    let evs = ns
+        .api::<k8s_openapi::api::events::v1::Event>()
+        .list(&ListParams::default())
+        .await?
+        .items;
+    assert!(
+        evs.iter()
+            .any(|e| e.reason.as_deref() == Some("Rescheduled")
+                && e.note.as_deref().is_some_and(|n| n.contains("Evicted"))),
+        "a Rescheduled event says why: {:?}",
+        evs.iter().map(|e| (&e.reason, &e.note)).collect::<Vec<_>>()
+    );
+    op.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn operator_restart_causes_no_churn() -> Result<(), Fail> {
     let (cp, ns) = setup("ve-restart").await;
     add_nodes(cp, &ns, &["2", "2"]).await;

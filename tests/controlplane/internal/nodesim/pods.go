@@ -160,6 +160,11 @@ func (r *podRunner) sync(ctx context.Context, key string) error {
 	if PodIsRunning(pod) && !restart {
 		return nil
 	}
+	// A pod that ended (evicted, failed, succeeded) stays ended, as with a real kubelet: tests mark pods Failed
+	// through the API to simulate evictions.
+	if PodHasEnded(pod) {
+		return nil
+	}
 	updated := pod.DeepCopy()
 	updated.Status = RunningStatus(pod, hostIP, podIP, metav1.NewTime(time.Now()), restart)
 	if _, err := pods.UpdateStatus(ctx, updated, metav1.UpdateOptions{}); err != nil {

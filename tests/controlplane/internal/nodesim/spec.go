@@ -165,6 +165,11 @@ func ReadyConditions(old []corev1.NodeCondition, now metav1.Time) []corev1.NodeC
 	return out
 }
 
+// PodHasEnded reports whether the pod is in a terminal phase (Failed or Succeeded), which a kubelet never leaves.
+func PodHasEnded(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded
+}
+
 // PodIsRunning reports whether pod's status already says what RunningStatus would (so no update is needed).
 func PodIsRunning(pod *corev1.Pod) bool {
 	if pod.Status.Phase != corev1.PodRunning || pod.Status.PodIP == "" {

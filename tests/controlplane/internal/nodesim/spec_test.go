@@ -118,3 +118,14 @@ func TestRunningStatus(t *testing.T) {
 		t.Error("pod with Ready=False reported running")
 	}
 }
+
+func TestEndedPodsStayEnded(t *testing.T) {
+	for phase, ended := range map[corev1.PodPhase]bool{
+		corev1.PodFailed: true, corev1.PodSucceeded: true, corev1.PodRunning: false, corev1.PodPending: false,
+	} {
+		pod := &corev1.Pod{Status: corev1.PodStatus{Phase: phase}}
+		if got := PodHasEnded(pod); got != ended {
+			t.Errorf("PodHasEnded(%s) = %v, want %v", phase, got, ended)
+		}
+	}
+}
