@@ -179,7 +179,21 @@ if [ -d docker ]; then
       esac
     done
   done
-  say "Dockerfiles: COPY sources exist; their binaries are workspace bins"
+  # The variant image's ONNX Runtime: the same version the tests run (models/requirements.txt), taken from the
+  # wheel at the path the tests' own copy has, and ORT_DYLIB_PATH names the file the image copies it to.
+  df=docker/Dockerfile
+  ort_image=$(sed -n 's/^ARG ORT_VERSION=//p' "$df")
+  ort_tests=$(sed -n 's/^onnxruntime==//p' models/requirements.txt)
+  [ -n "$ort_image" ] && [ "$ort_image" = "$ort_tests" ] \
+    || fail "$df builds ONNX Runtime '$ort_image' but the tests use '$ort_tests' (models/requirements.txt)"
+  wheel_lib=$("$py" -c 'import onnxruntime, os, glob; print(" ".join(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*"))))')
+  [ -n "$wheel_lib" ] || fail "the onnxruntime wheel has no capi/libonnxruntime.so.*, which $df copies"
+  grep -q 'cp /wheel/onnxruntime/capi/libonnxruntime.so.\* /ort/libonnxruntime.so' "$df" \
+    || fail "$df no longer copies onnxruntime/capi/libonnxruntime.so.* from the wheel"
+  dylib=$(sed -n 's/^ENV ORT_DYLIB_PATH=//p' "$df")
+  grep -q "^COPY --from=ort /ort/libonnxruntime.so $dylib\$" "$df" \
+    || fail "$df sets ORT_DYLIB_PATH=$dylib but does not copy the library there"
+  say "Dockerfiles: COPY sources exist; their binaries are workspace bins; the variant image's ONNX Runtime is $ort_image like the tests', from the wheel path the tests' copy has, at ORT_DYLIB_PATH"
 fi
 
 # --- 6. the test control plane
