@@ -1,11 +1,16 @@
 //! Remembers what the operator last applied, so that a reconcile skips server-side applies that would change
 //! nothing. Every pod update of an ensemble triggers a reconcile; without this each one re-applied all of the
-//! ensemble's Services and aggregator objects (8 writes for 5 variants), which is most of the API server's
-//! work at scale. An entry holds the hash of the applied object and when it was applied; it expires after
-//! `max_age` so that a periodic resync still re-applies everything and undoes edits made by hand.
-//! Pure bookkeeping: the clock is passed in.
+//! ensemble's Services and aggregator objects (8 writes for 5 variants), which was most of the API server's
+//! work at scale.
+//!
+//! An entry holds the hash of the applied object, the version of the object the API server returned (its
+//! `generation` where it has one, else its `resourceVersion`), and when. An apply is skipped only when the
+//! desired object hashes the same, the live object still has that version (nobody edited or deleted it since),
+//! and the entry is younger than `max_age` (the resync period re-applies everything anyway).
+//! Pure bookkeeping: the clock and the live versions are passed in.
 
 use crate::hash::fnv1a;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -13,16 +18,31 @@ use std::time::{Duration, Instant};
 /// Identifies an applied object: kind, namespace, name.
 pub type Key = (&'static str, String, String);
 
+#[derive(Debug)]
+struct Entry {
+    hash: u64,
+    version: Option<String>,
+    at: Instant,
+}
+
 /// The memo. Cheap to share: one mutex around a map, held only for a lookup or an insert.
 #[derive(Debug)]
 pub struct Applied {
     max_age: Duration,
-    entries: Mutex<HashMap<Key, (u64, Instant)>>,
+    entries: Mutex<HashMap<Key, Entry>>,
 }
 
 /// Hash of an object's serialized form (what would be sent).
 pub fn digest<T: serde::Serialize>(obj: &T) -> Option<u64> {
     serde_json::to_vec(obj).ok().map(|b| fnv1a(&b))
+}
+
+/// The version of a live object that changes when someone changes what the operator set: `generation` for
+/// objects that have one (a Deployment's status updates leave it alone), else `resourceVersion`.
+pub fn version(meta: &ObjectMeta) -> Option<String> {
+    meta.generation
+        .map(|g| format!("generation {g}"))
+        .or_else(|| meta.resource_version.clone())
 }
 
 impl Applied {
@@ -34,22 +54,35 @@ impl Applied {
         }
     }
 
-    /// Whether an object with this hash must be applied (never applied, changed since, or expired).
-    pub fn needed(&self, key: &Key, hash: u64, now: Instant) -> bool {
+    /// Whether an object with this hash must be applied, given the live object's version (None: it does not
+    /// exist): never applied, changed since, edited or deleted by someone else, or the entry expired.
+    pub fn needed(&self, key: &Key, hash: u64, live: Option<&str>, now: Instant) -> bool {
         let Ok(entries) = self.entries.lock() else {
             return true;
         };
-        !matches!(entries.get(key), Some((h, at)) if *h == hash && now.saturating_duration_since(*at) < self.max_age)
+        !entries.get(key).is_some_and(|e| {
+            e.hash == hash
+                && live.is_some()
+                && e.version.as_deref() == live
+                && now.saturating_duration_since(e.at) < self.max_age
+        })
     }
 
-    /// Records a successful apply.
-    pub fn record(&self, key: Key, hash: u64, now: Instant) {
+    /// Records a successful apply and the version the API server returned.
+    pub fn record(&self, key: Key, hash: u64, version: Option<String>, now: Instant) {
         if let Ok(mut entries) = self.entries.lock() {
-            entries.insert(key, (hash, now));
+            entries.insert(
+                key,
+                Entry {
+                    hash,
+                    version,
+                    at: now,
+                },
+            );
         }
     }
 
-    /// Forgets one object (it was found missing or deleted, so the next reconcile applies it again).
+    /// Forgets one object (its apply failed, or it was deleted on purpose).
     pub fn forget(&self, key: &Key) {
         if let Ok(mut entries) = self.entries.lock() {
             entries.remove(key);
@@ -83,34 +116,63 @@ mod tests {
     }
 
     #[test]
-    fn skips_only_the_same_object_within_max_age() {
+    fn skips_only_the_same_unedited_object_within_max_age() {
         let memo = Applied::new(Duration::from_secs(300));
         let t0 = Instant::now();
-        assert!(memo.needed(&key("a"), 1, t0), "never applied");
-        memo.record(key("a"), 1, t0);
-        assert!(!memo.needed(&key("a"), 1, t0 + Duration::from_secs(10)));
-        assert!(memo.needed(&key("a"), 2, t0), "changed");
-        assert!(memo.needed(&key("b"), 1, t0), "another object");
+        let v1 = Some("17");
+        assert!(memo.needed(&key("a"), 1, v1, t0), "never applied");
+        memo.record(key("a"), 1, v1.map(String::from), t0);
+        let soon = t0 + Duration::from_secs(10);
+        assert!(!memo.needed(&key("a"), 1, v1, soon));
         assert!(
-            memo.needed(&key("a"), 1, t0 + Duration::from_secs(300)),
+            memo.needed(&key("a"), 2, v1, soon),
+            "desired object changed"
+        );
+        assert!(
+            memo.needed(&key("a"), 1, Some("18"), soon),
+            "edited by someone else"
+        );
+        assert!(
+            memo.needed(&key("a"), 1, None, soon),
+            "deleted by someone else"
+        );
+        assert!(memo.needed(&key("b"), 1, v1, soon), "another object");
+        assert!(
+            memo.needed(&key("a"), 1, v1, t0 + Duration::from_secs(300)),
             "expired: the resync re-applies"
         );
         memo.forget(&key("a"));
-        assert!(memo.needed(&key("a"), 1, t0));
+        assert!(memo.needed(&key("a"), 1, v1, soon));
     }
 
     #[test]
     fn forgets_an_ensembles_objects() {
         let memo = Applied::new(Duration::from_secs(300));
         let t0 = Instant::now();
-        memo.record(key("e1-v0"), 1, t0);
-        memo.record(key("e1-agg"), 1, t0);
-        memo.record(key("e10-v0"), 1, t0);
-        memo.record(("Service", "other".into(), "e1-v0".into()), 1, t0);
+        let v = || Some("1".to_string());
+        memo.record(key("e1-v0"), 1, v(), t0);
+        memo.record(key("e1-agg"), 1, v(), t0);
+        memo.record(key("e10-v0"), 1, v(), t0);
+        memo.record(("Service", "other".into(), "e1-v0".into()), 1, v(), t0);
         memo.forget_prefixed("ns", "e1-");
         assert_eq!(memo.len(), 2);
-        assert!(memo.needed(&key("e1-v0"), 1, t0));
-        assert!(!memo.needed(&key("e10-v0"), 1, t0));
+        assert!(memo.needed(&key("e1-v0"), 1, Some("1"), t0));
+        assert!(!memo.needed(&key("e10-v0"), 1, Some("1"), t0));
+    }
+
+    #[test]
+    fn versions_prefer_generation() {
+        let with_gen = ObjectMeta {
+            generation: Some(3),
+            resource_version: Some("99".into()),
+            ..ObjectMeta::default()
+        };
+        assert_eq!(version(&with_gen).as_deref(), Some("generation 3"));
+        let without = ObjectMeta {
+            resource_version: Some("99".into()),
+            ..ObjectMeta::default()
+        };
+        assert_eq!(version(&without).as_deref(), Some("99"));
     }
 
     #[test]

@@ -83,36 +83,44 @@ impl<T> Applicable for T where
 {
 }
 
-async fn apply<K: Applicable>(client: &Client, ns: &str, obj: &K) -> Result<()> {
+/// Server-side applies `obj`; returns the applied object's version (see [`applied::version`]).
+async fn apply<K: Applicable>(client: &Client, ns: &str, obj: &K) -> Result<Option<String>> {
     let name = obj.name_any();
     let api: Api<K> = Api::namespaced(client.clone(), ns);
-    api.patch(&name, &apply_params(), &Patch::Apply(obj))
+    let applied = api
+        .patch(&name, &apply_params(), &Patch::Apply(obj))
         .await
         .map_err(|e| Error::kube(format!("applying {} {ns}/{name}", K::kind(&())), e))?;
-    Ok(())
+    Ok(applied::version(applied.meta()))
 }
 
-/// Applies `obj` unless the same object was applied within the resync period (see [`crate::applied`]).
-async fn apply_changed<K: Applicable>(ctx: &Context, ns: &str, obj: &K) -> Result<()> {
-    let key: applied::Key = (kind_name::<K>(), ns.to_string(), obj.name_any());
+/// The live versions of the objects a reconcile may apply, by kind and name (absent: the object does not exist).
+type Live = BTreeMap<(&'static str, String), String>;
+
+/// Applies `obj` unless this replica applied the same object lately and nobody changed it since (see
+/// [`crate::applied`]).
+async fn apply_changed<K: Applicable>(ctx: &Context, ns: &str, obj: &K, live: &Live) -> Result<()> {
+    let kind = kind_name::<K>();
+    let key: applied::Key = (kind, ns.to_string(), obj.name_any());
+    let current = live.get(&(kind, obj.name_any())).map(String::as_str);
     let hash = applied::digest(obj);
     let now = std::time::Instant::now();
     if let Some(h) = hash
-        && !ctx.applied.needed(&key, h, now)
+        && !ctx.applied.needed(&key, h, current, now)
     {
         ctx.metrics.applies.with_label_values(&["skipped"]).inc();
         return Ok(());
     }
     let result = apply(&ctx.client, ns, obj).await;
     match (&result, hash) {
-        (Ok(()), Some(h)) => ctx.applied.record(key, h, now),
+        (Ok(version), Some(h)) => ctx.applied.record(key, h, version.clone(), now),
         _ => ctx.applied.forget(&key),
     }
     ctx.metrics
         .applies
         .with_label_values(&[if result.is_ok() { "applied" } else { "failed" }])
         .inc();
-    result
+    result.map(|_| ())
 }
 
 fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
@@ -267,25 +275,28 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
         .into_iter()
         .filter(|s| owned(&s.metadata))
         .collect();
-    // Objects found missing are applied again even if the memo says they were applied.
-    let have_agg_service = services.iter().any(|s| s.name_any() == agg_name);
-    if deployment.is_none() || agg_config.is_none() || !have_agg_service {
-        ctx.applied.forget_prefixed(&ns, &agg_name);
+    // What exists now, and in which version: an object edited or deleted by someone else is applied again.
+    let mut live = Live::new();
+    for s in &services {
+        live.extend(applied::version(&s.metadata).map(|v| (("Service", s.name_any()), v)));
     }
+    live.extend(
+        deployment
+            .as_ref()
+            .and_then(|d| applied::version(&d.metadata))
+            .map(|v| (("Deployment", agg_name.clone()), v)),
+    );
+    live.extend(
+        agg_config
+            .as_ref()
+            .and_then(|c| applied::version(&c.metadata))
+            .map(|v| (("ConfigMap", agg_name.clone()), v)),
+    );
     let services: Vec<String> = services
         .iter()
         .filter(|s| s.labels().get(COMPONENT).map(String::as_str) == Some(COMPONENT_VARIANT))
         .filter_map(|s| s.labels().get(VARIANT).cloned())
         .collect();
-    for v in &ens.spec.variants {
-        if !services.contains(&v.name) {
-            ctx.applied.forget(&(
-                "Service",
-                ns.clone(),
-                desired::variant_service_name(&name, &v.name),
-            ));
-        }
-    }
 
     // Decide.
     let plan = plan::plan(&Inputs {
@@ -303,7 +314,7 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
     });
 
     // Act, report.
-    let result = carry_out(&ctx, &ns, &name, &plan).await;
+    let result = carry_out(&ctx, &ns, &name, &plan, &live).await;
     write_status(&ctx, &ens, &ns, &plan).await?;
     publish(&ctx, &ens, &plan).await;
     record(&ctx, &ns, &name, &plan);
@@ -318,7 +329,7 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
 }
 
 /// Deletes first (a failed node's pod must go before its replacement appears), then applies.
-async fn carry_out(ctx: &Context, ns: &str, name: &str, plan: &Plan) -> Result<()> {
+async fn carry_out(ctx: &Context, ns: &str, name: &str, plan: &Plan, live: &Live) -> Result<()> {
     let client = &ctx.client;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     for d in &plan.delete {
@@ -354,13 +365,17 @@ async fn carry_out(ctx: &Context, ns: &str, name: &str, plan: &Plan) -> Result<(
         tracing::info!(pod = %pod.name_any(), namespace = ns, node = ?observe::pod_node(pod), "creating variant pod");
     }
     let pods = try_join_all(plan.create.iter().map(|p| apply(client, ns, p)));
-    let services = try_join_all(plan.services.iter().map(|s| apply_changed(ctx, ns, s)));
+    let services = try_join_all(
+        plan.services
+            .iter()
+            .map(|s| apply_changed(ctx, ns, s, live)),
+    );
     let aggregator = async {
         if let Some(agg) = &plan.aggregator {
             tokio::try_join!(
-                apply_changed(ctx, ns, &agg.configmap),
-                apply_changed(ctx, ns, &agg.deployment),
-                apply_changed(ctx, ns, &agg.service)
+                apply_changed(ctx, ns, &agg.configmap, live),
+                apply_changed(ctx, ns, &agg.deployment, live),
+                apply_changed(ctx, ns, &agg.service, live)
             )?;
         }
         Ok::<(), Error>(())

@@ -327,6 +327,31 @@ async fn lifecycle_create_update_delete() -> Result<(), Fail> {
         })
     })
     .await?;
+    // A hand edit of what the operator owns is undone at once (the Deployment's generation moved).
+    ns.api::<Deployment>()
+        .patch(
+            "fm-aggregator",
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "fm-aggregator"}, "spec": {"replicas": 3}
+            })),
+        )
+        .await?;
+    until("hand-edited replicas restored", WAIT, || async {
+        let d = ns
+            .api::<Deployment>()
+            .get("fm-aggregator")
+            .await
+            .map_err(kerr("get"))?;
+        let r = d.spec.replicas;
+        Ok(if r == Some(1) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(format!("replicas {r:?}"))
+        })
+    })
+    .await?;
     let applies = |r: &str| op.metrics.applies.with_label_values(&[r]).get();
     assert!(
         applies("skipped") > 0,
