@@ -177,6 +177,60 @@ async fn wait_status(
     .await?)
 }
 
+/// Waits until the ensemble is Ready with `variant` moved or replaced exactly once and serving; returns its
+/// status entry.
+async fn wait_rescheduled_once(
+    ns: &TestNamespace,
+    variant: &str,
+) -> Result<vp_api::VariantStatus, Fail> {
+    let e = wait_status(ns, &format!("Ready again with {variant} replaced"), |e| {
+        ready(e)
+            && e.status.as_ref().is_some_and(|s| {
+                s.variants
+                    .iter()
+                    .any(|v| v.name == variant && v.reschedules == 1 && v.ready)
+            })
+    })
+    .await?;
+    Ok(e.status
+        .and_then(|s| s.variants.into_iter().find(|v| v.name == variant))
+        .ok_or(variant.to_string())?)
+}
+
+/// Asserts that an Event with this reason and a note containing `says` was recorded in the namespace.
+async fn assert_event(ns: &TestNamespace, reason: &str, says: &str) -> Result<(), Fail> {
+    let evs = ns
+        .api::<k8s_openapi::api::events::v1::Event>()
+        .list(&ListParams::default())
+        .await?
+        .items;
+    assert!(
+        evs.iter().any(|e| e.reason.as_deref() == Some(reason)
+            && e.note.as_deref().is_some_and(|n| n.contains(says))),
+        "no {reason} event saying {says:?}: {:?}",
+        evs.iter().map(|e| (&e.reason, &e.note)).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// A fresh namespace with nodes of the given CPUs, an operator for it, and an ensemble `fm` of `variants` (node
+/// grace `grace` s) that is Ready.
+async fn ready_ensemble(
+    prefix: &str,
+    cpus: &[&str],
+    variants: &[&str],
+    grace: i32,
+) -> Result<(&'static ControlPlane, TestNamespace, Operator), Fail> {
+    let (cp, ns) = setup(prefix).await;
+    add_nodes(cp, &ns, cpus).await;
+    let op = Operator::start(&ns);
+    ns.api::<VariantEnsemble>()
+        .create(&PostParams::default(), &ensemble(&ns, variants, grace))
+        .await?;
+    wait_status(&ns, "ensemble Ready", ready).await?;
+    Ok((cp, ns, op))
+}
+
 fn ready(e: &VariantEnsemble) -> bool {
     e.status
         .as_ref()
@@ -444,20 +498,7 @@ async fn dead_node_variant_moves_to_spare_and_status_recovers() -> Result<(), Fa
     let (old_pod, dead) = before["v1"].clone();
 
     cp.kill_node(&dead).await?;
-    let e = wait_status(&ns, "Ready again on the spare", |e| {
-        ready(e)
-            && e.status.as_ref().is_some_and(|s| {
-                s.variants
-                    .iter()
-                    .any(|v| v.name == "v1" && v.reschedules == 1 && v.ready)
-            })
-    })
-    .await?;
-    let v1 = e
-        .status
-        .as_ref()
-        .and_then(|s| s.variants.iter().find(|v| v.name == "v1"))
-        .ok_or("v1")?;
+    let v1 = wait_rescheduled_once(&ns, "v1").await?;
     let spare = v1.node.clone().ok_or("v1 node")?;
     assert_ne!(spare, dead);
     assert_ne!(
@@ -529,13 +570,7 @@ async fn aggregator_pods(ns: &TestNamespace) -> Result<Vec<(String, String, bool
 
 #[tokio::test(flavor = "multi_thread")]
 async fn aggregator_on_a_dead_node_is_replaced_without_waiting_for_eviction() -> Result<(), Fail> {
-    let (cp, ns) = setup("ve-aggfail").await;
-    add_nodes(cp, &ns, &["2", "2", "2"]).await;
-    let op = Operator::start(&ns);
-    ns.api::<VariantEnsemble>()
-        .create(&PostParams::default(), &ensemble(&ns, &["v0"], 12))
-        .await?;
-    wait_status(&ns, "ensemble Ready", ready).await?;
+    let (cp, ns, op) = ready_ensemble("ve-aggfail", &["2", "2", "2"], &["v0"], 12).await?;
     let before = aggregator_pods(&ns).await?;
     assert_eq!(before.len(), 1, "{before:?}");
     let (old_pod, dead, _) = before[0].clone();
@@ -562,30 +597,14 @@ async fn aggregator_on_a_dead_node_is_replaced_without_waiting_for_eviction() ->
         ns.api::<Pod>().get_opt(&old_pod).await?.is_none(),
         "the pod on the dead node is gone, not left Terminating"
     );
-    let evs = ns
-        .api::<k8s_openapi::api::events::v1::Event>()
-        .list(&ListParams::default())
-        .await?
-        .items;
-    assert!(
-        evs.iter()
-            .any(|e| e.reason.as_deref() == Some("AggregatorPodReplaced")
-                && e.note.as_deref().is_some_and(|n| n.contains(&dead))),
-        "AggregatorPodReplaced event naming the dead node"
-    );
+    assert_event(&ns, "AggregatorPodReplaced", &dead).await?;
     op.stop().await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn evicted_variant_pod_is_replaced_on_another_node() -> Result<(), Fail> {
-    let (cp, ns) = setup("ve-evict").await;
-    add_nodes(cp, &ns, &["2", "2", "2"]).await;
-    let op = Operator::start(&ns);
-    ns.api::<VariantEnsemble>()
-        .create(&PostParams::default(), &ensemble(&ns, &["v0", "v1"], 20))
-        .await?;
-    wait_status(&ns, "ensemble Ready", ready).await?;
+    let (_, ns, op) = ready_ensemble("ve-evict", &["2", "2", "2"], &["v0", "v1"], 20).await?;
     let pods = ns
         .api::<Pod>()
         .list(&ListParams::default().labels(VARIANT_PODS))
@@ -605,20 +624,7 @@ async fn evicted_variant_pod_is_replaced_on_another_node() -> Result<(), Fail> {
             }})),
         )
         .await?;
-    let e = wait_status(&ns, "Ready again after the eviction", |e| {
-        ready(e)
-            && e.status.as_ref().is_some_and(|s| {
-                s.variants
-                    .iter()
-                    .any(|v| v.name == "v0" && v.reschedules == 1 && v.ready)
-            })
-    })
-    .await?;
-    let v0 = e
-        .status
-        .as_ref()
-        .and_then(|s| s.variants.iter().find(|v| v.name == "v0"))
-        .ok_or("v0")?;
+    let v0 = wait_rescheduled_once(&ns, "v0").await?;
     assert_ne!(
         v0.node.as_deref(),
         Some(node.as_str()),
@@ -635,31 +641,14 @@ async fn evicted_variant_pod_is_replaced_on_another_node() -> Result<(), Fail> {
             .get(),
         1
     );
-    let evs = ns
-        .api::<k8s_openapi::api::events::v1::Event>()
-        .list(&ListParams::default())
-        .await?
-        .items;
-    assert!(
-        evs.iter()
-            .any(|e| e.reason.as_deref() == Some("Rescheduled")
-                && e.note.as_deref().is_some_and(|n| n.contains("Evicted"))),
-        "a Rescheduled event says why: {:?}",
-        evs.iter().map(|e| (&e.reason, &e.note)).collect::<Vec<_>>()
-    );
+    assert_event(&ns, "Rescheduled", "Evicted").await?;
     op.stop().await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_restart_causes_no_churn() -> Result<(), Fail> {
-    let (cp, ns) = setup("ve-restart").await;
-    add_nodes(cp, &ns, &["2", "2"]).await;
-    let op = Operator::start(&ns);
-    ns.api::<VariantEnsemble>()
-        .create(&PostParams::default(), &ensemble(&ns, &["v0", "v1"], 20))
-        .await?;
-    wait_status(&ns, "ensemble Ready", ready).await?;
+    let (_, ns, op) = ready_ensemble("ve-restart", &["2", "2"], &["v0", "v1"], 20).await?;
     let uids = |pods: Vec<Pod>| {
         pods.into_iter()
             .filter_map(|p| p.metadata.uid)
