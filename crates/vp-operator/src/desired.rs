@@ -392,6 +392,14 @@ pub fn aggregator_deployment(
         "securityContext": pod_security(),
         "containers": [container],
         "volumes": [{"name": "config", "configMap": {"name": aggregator_name(&name)}}],
+        // Replicas on different nodes where possible: one lost node must not take every aggregator with it.
+        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+            "weight": 100,
+            "podAffinityTerm": {
+                "labelSelector": {"matchLabels": labels::selector_labels(&name, COMPONENT_AGGREGATOR, None)},
+                "topologyKey": "kubernetes.io/hostname",
+            },
+        }]}},
     });
     if !spec.placement.tolerations.is_empty() {
         pod_spec["tolerations"] = json!(spec.placement.tolerations);

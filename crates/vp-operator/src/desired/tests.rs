@@ -204,6 +204,29 @@ fn aggregator_objects() {
     let spec = d.spec;
     assert_eq!(spec.replicas, Some(2));
     let pod = spec.template.spec.expect("pod spec");
+    let spread = pod
+        .affinity
+        .as_ref()
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .expect("aggregator replicas prefer different nodes");
+    let term = &spread[0].pod_affinity_term;
+    assert_eq!(term.topology_key, "kubernetes.io/hostname");
+    let sel = term
+        .label_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.as_ref())
+        .expect("selector");
+    assert_eq!(
+        (
+            sel["vp.dev/ensemble"].as_str(),
+            sel["app.kubernetes.io/component"].as_str()
+        ),
+        ("fm", "aggregator")
+    );
     assert_eq!(
         pod.node_selector.expect("selector")["node-role.kubernetes.io/edge"],
         "true"
