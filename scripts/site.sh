@@ -14,7 +14,7 @@
 # cluster DNS at 10.77.0.2. Images: every *.tar in $VP_SITE_IMAGES (default $VP_CACHE/images/current, written by
 # scripts/build-images.sh) is imported into each node's containerd when the node starts. Build the binaries first: scripts/setup.sh (setup-nodes.sh).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # env.sh may return non-zero when no ONNX Runtime library is found; only its exports matter here.
 . "$root/scripts/env.sh" || true
 . "$root/scripts/lib/netns.sh"
@@ -22,6 +22,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 site=${VP_SITE:-vpsite}
 dir=${VP_SITE_DIR:-$VP_CACHE/site-run}
 bin="$VP_CACHE/bin"
+cp_bin=${VP_CONTROLPLANE_BIN:-$bin/vp-controlplane}
 net=10.77.0
 cp_ip=$net.2
 api_port=6443
@@ -34,7 +35,8 @@ node_index() { echo "${1#n}"; }
 
 need() {
   local f
-  for f in vp-controlplane containerd ctr containerd-shim-runc-v2 kubelet kube-proxy coredns; do
+  [ -x "$cp_bin" ] || { echo "site: $cp_bin is missing: run scripts/setup.sh (scripts/setup-controlplane.sh)" >&2; exit 1; }
+  for f in containerd ctr containerd-shim-runc-v2 kubelet kube-proxy coredns; do
     [ -x "$bin/$f" ] || { echo "site: $bin/$f is missing: run scripts/setup.sh (scripts/setup-nodes.sh)" >&2; exit 1; }
   done
 }
@@ -207,11 +209,11 @@ up() {
   netns_site_up "$site"
   netns_member_add "$site" cp "$cp_ip/24"
   add_routes cp "$nodes"
-  start_member cp "$dir/cp/controlplane.log" "$bin/vp-controlplane" up --data-dir "$dir/cp/data" \
+  start_member cp "$dir/cp/controlplane.log" "$cp_bin" up --data-dir "$dir/cp/data" \
     --address "$cp_ip" --port "$api_port" "${VP_SITE_CONTROLPLANE_ARGS[@]}"
   wait_for "the control plane" 2400 test -f "$dir/cp/data/state.json" \
     || { tail -n 30 "$dir/cp/controlplane.log" >&2; return 1; }
-  "$bin/vp-controlplane" kubeconfig --data-dir "$dir/cp/data" --user system:kube-proxy --out "$dir/kube-proxy.kubeconfig"
+  "$cp_bin" kubeconfig --data-dir "$dir/cp/data" --user system:kube-proxy --out "$dir/kube-proxy.kubeconfig"
   cat >"$dir/cp/Corefile" <<EOF
 .:53 {
   bind $cp_ip
@@ -246,7 +248,7 @@ EOF
     netns_member_add "$site" "$name" "$(node_ip "$name")/24"
     add_routes "$name" "$nodes"
     write_node_config "$name"
-    "$bin/vp-controlplane" kubeconfig --data-dir "$dir/cp/data" --user "system:node:$name" --group system:nodes \
+    "$cp_bin" kubeconfig --data-dir "$dir/cp/data" --user "system:node:$name" --group system:nodes \
       --out "$dir/nodes/$name/kubelet.kubeconfig"
     node_on "$name"
   done
@@ -299,6 +301,8 @@ pkill_in_group() {
 }
 
 VP_SITE_CONTROLPLANE_ARGS=()
+# Sourced (by tests of its parts) it only defines the functions.
+[ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -307,5 +311,5 @@ case "$cmd" in
   node) node_cmd "$@" ;;
   run) KUBECONFIG="$kubeconfig" netns_exec "$site" cp "$@" ;;
   env) echo "export KUBECONFIG=$kubeconfig VP_SITE_DIR=$dir" ;;
-  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

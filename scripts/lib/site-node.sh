@@ -15,12 +15,14 @@ export PATH="$BIN:$PATH"
 
 # Nothing mounted here may propagate back to the host.
 mount --make-rslave /
-# Host paths the components hard-code: shim sockets (/run/containerd/s), the device-plugin and pod-resources
-# sockets (/var/lib/kubelet), the CNI result cache (/var/lib/cni), pod logs (/var/log/pods, /var/log/containers).
-mkdir -p "$dir/kubelet" "$dir/cni" "$dir/log"
-mount -t tmpfs -o mode=0711 tmpfs /run/containerd
-mount --bind "$dir/kubelet" /var/lib/kubelet
-mount --bind "$dir/cni" /var/lib/cni
+# Host paths the components hard-code -- shim sockets (/run/containerd/s), the device-plugin and pod-resources
+# sockets (/var/lib/kubelet), the CNI result cache (/var/lib/cni), pod logs (/var/log/pods, /var/log/containers)
+# -- are the node's own: /run is a fresh tmpfs (a reboot empties it, as on a real machine), /var/lib and /var/log
+# the node's directories. Nothing the node needs from the host lives there.
+mkdir -p "$dir/varlib/kubelet" "$dir/varlib/cni" "$dir/log"
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir -p /run/containerd
+mount --bind "$dir/varlib" /var/lib
 mount --bind "$dir/log" /var/log
 # The kubelet "fixes" kernel tunables it dislikes (vm.overcommit_memory, kernel.panic, ...), which are global to
 # the host. Each is shadowed here by a file that already holds the kubelet's value, so the host's stay untouched.
