@@ -23,9 +23,9 @@ tool="$root/scripts/lib/oci_image.py"
   || { echo "build-images: no ONNX Runtime library (ORT_DYLIB_PATH); run scripts/setup.sh first" >&2; exit 1; }
 [ -x "$VP_CACHE/bin/vp-pause" ] || { echo "build-images: $VP_CACHE/bin/vp-pause is missing; run scripts/setup-nodes.sh" >&2; exit 1; }
 
-echo "build-images: cargo build --release (vp-operator, vp-variant, vp-aggregator)" >&2
+echo "build-images: cargo build --release (vp-operator, vp-variant, vp-aggregator; vpctl for the tests' client)" >&2
 nice -n 10 cargo build --locked --release -q -p vp-operator --bin vp-operator -p vp-variant --bin vp-variant \
-  -p vp-aggregator --bin vp-aggregator
+  -p vp-aggregator --bin vp-aggregator -p vpctl --bin vpctl
 rel="$CARGO_TARGET_DIR/release"
 
 key=$(cat "$rel/vp-operator" "$rel/vp-variant" "$rel/vp-aggregator" "$ORT_DYLIB_PATH" "$VP_CACHE/bin/vp-pause" \

@@ -241,7 +241,10 @@ iptables: {masqueradeAll: true}
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 EOF
   start_member cp "$dir/cp/coredns.log" "$bin/coredns" -conf "$dir/cp/Corefile"
-  start_member cp "$dir/cp/kube-proxy.log" "$bin/kube-proxy" --config "$dir/cp/kube-proxy.yaml" --hostname-override "$site-cp"
+  # Its own mount namespace with a fresh /run, so that iptables' lock file stays out of the host's /run.
+  start_member cp "$dir/cp/kube-proxy.log" unshare --mount --propagation slave \
+    bash -c 'mount -t tmpfs tmpfs /run && exec "$@"' _ "$bin/kube-proxy" --config "$dir/cp/kube-proxy.yaml" \
+    --hostname-override "$site-cp"
   local i name
   for i in $(seq 1 "$nodes"); do
     name=n$i

@@ -44,7 +44,6 @@ py=python3
 
 # --- images, checked against docker/Dockerfile, and the client
 scripts/build-images.sh --check
-nice -n 10 cargo build --locked --release -q -p vpctl --bin vpctl
 vpctl="$CARGO_TARGET_DIR/release/vpctl"
 say "images built and matching docker/Dockerfile"
 
