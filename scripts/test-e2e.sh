@@ -44,6 +44,13 @@ py=python3
 
 # --- images, checked against docker/Dockerfile, and the client
 scripts/build-images.sh --check
+# The comparison is not blind: a stage with another user or without the library's variable must not match.
+sed 's/^USER 65532:65532/USER 1000:1000/; s/^ENV ORT_DYLIB_PATH=.*/ENV ORT_DYLIB_PATH=\/elsewhere.so/' docker/Dockerfile >"$work/Dockerfile"
+for t in operator variant; do
+  if "$py" scripts/lib/oci_image.py check "$work/Dockerfile" "$t" "$VP_CACHE/images/current/vp-$t.tar" 2>/dev/null; then
+    fail "the image check accepted a Dockerfile whose $t stage differs from the image"
+  fi
+done
 vpctl="$CARGO_TARGET_DIR/release/vpctl"
 say "images built and matching docker/Dockerfile"
 
