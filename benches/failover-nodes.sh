@@ -37,7 +37,7 @@ scripts/site.sh run helm install vp-operator charts/vp-operator -n vp-system --c
   --set image.repository=localhost/vp-operator --set image.tag=site --set image.pullPolicy=Never \
   --set operator.variantImage=localhost/vp-variant:site --set operator.aggregatorImage=localhost/vp-aggregator:site \
   --set operator.fetchImage=localhost/vp-fetch:site >/dev/null
-k apply -f "$work/example/" >/dev/null
+k apply --server-side -f "$work/example/" >/dev/null
 k -n "$ns" wait ve/fmnist --for=condition=Ready --timeout=300s >/dev/null
 victim=w050-r28
 sel="app.kubernetes.io/component=variant,vp.dev/variant=$victim"

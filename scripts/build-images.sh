@@ -8,6 +8,7 @@
 # a fetch image with sh, curl and sha256sum (the operator's model download init container).
 #   scripts/build-images.sh            build (cached by the inputs' hashes) and link $VP_CACHE/images/current
 #   scripts/build-images.sh --check    also compare the three images with docker/Dockerfile (scripts/lib/oci_image.py)
+# VP_IMAGES_BIN_DIR=DIR takes vp-operator, vp-variant and vp-aggregator from DIR instead of a release build.
 # Output: $VP_CACHE/images/<key>/*.tar. Cold: a release build of three crates (~6-10 min on 2 idle cores).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,10 +24,14 @@ tool="$root/scripts/lib/oci_image.py"
   || { echo "build-images: no ONNX Runtime library (ORT_DYLIB_PATH); run scripts/setup.sh first" >&2; exit 1; }
 [ -x "$VP_CACHE/bin/vp-pause" ] || { echo "build-images: $VP_CACHE/bin/vp-pause is missing; run scripts/setup-nodes.sh" >&2; exit 1; }
 
-echo "build-images: cargo build --release (vp-operator, vp-variant, vp-aggregator; vpctl for the tests' client)" >&2
-nice -n 10 cargo build --locked --release -q -p vp-operator --bin vp-operator -p vp-variant --bin vp-variant \
-  -p vp-aggregator --bin vp-aggregator -p vpctl --bin vpctl
-rel="$CARGO_TARGET_DIR/release"
+# VP_IMAGES_BIN_DIR: take the binaries from there instead (any profile; for trying out a build at hand).
+rel=${VP_IMAGES_BIN_DIR:-}
+if [ -z "$rel" ]; then
+  echo "build-images: cargo build --release (vp-operator, vp-variant, vp-aggregator; vpctl for the tests' client)" >&2
+  nice -n 10 cargo build --locked --release -q -p vp-operator --bin vp-operator -p vp-variant --bin vp-variant \
+    -p vp-aggregator --bin vp-aggregator -p vpctl --bin vpctl
+  rel="$CARGO_TARGET_DIR/release"
+fi
 
 key=$(cat "$rel/vp-operator" "$rel/vp-variant" "$rel/vp-aggregator" "$ORT_DYLIB_PATH" "$VP_CACHE/bin/vp-pause" \
   "$tool" "$0" /usr/bin/curl | sha256sum | cut -c1-16)
@@ -51,7 +56,11 @@ if [ ! -f "$out/done" ]; then
     {"path": "/tmp", "dir": true, "mode": 1023},
     {"path": "/home/nonroot", "dir": true, "mode": 448, "owner": 65532},
     {"path": "/root", "dir": true, "mode": 448}'
-  cc_libs='"/usr/lib/x86_64-linux-gnu/libstdc++.so.6", "/usr/lib/x86_64-linux-gnu/libgcc_s.so.1"'
+  # distroless/cc: all of libc6's run-time libraries, libgcc_s and libstdc++.
+  cc_libs=$(for l in ld-linux-x86-64.so.2 libc.so.6 libm.so.6 libdl.so.2 libpthread.so.0 librt.so.1 libresolv.so.2 \
+    libnss_dns.so.2 libnss_files.so.2 libutil.so.1 libanl.so.1 libmvec.so.1 libgcc_s.so.1 libstdc++.so.6; do
+    printf '"/usr/lib/x86_64-linux-gnu/%s",' "$l"; done)
+  cc_libs=${cc_libs%,}
   image() { # NAME BINARY EXTRA_FILES EXTRA_ENV
     local name=$1 b=$2 files=$3 env=$4
     cat >"$spec/$name.json" <<EOF
@@ -59,7 +68,7 @@ if [ ! -f "$out/done" ]; then
  "env": {$env},
  "files": [$base_files,
    {"path": "/usr/local/bin/$b", "src": "$out/bin/$b", "mode": 493} $files],
- "libs_of": ["$out/bin/$b", $cc_libs]}
+ "libs": [$cc_libs], "libs_of": ["$out/bin/$b"]}
 EOF
     $py "$tool" build "$spec/$name.json" "$out/$name.tar"
   }

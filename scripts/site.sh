@@ -279,6 +279,12 @@ down() {
   echo "site: down" >&2
 }
 
+# Plugs a member's cable back in; the kernel dropped the routes through it when the link went down.
+plug() {
+  netns_link "$site" "$1" up
+  add_routes "$1" "$(cat "$dir/nodes/count")"
+}
+
 node_cmd() {
   local verb=${1:-} name=${2:-}
   [ -n "$name" ] && [ -d "$dir/nodes/$name" ] || { echo "site: node $verb NAME: no node ${name:-(none)} in $dir/nodes" >&2; exit 2; }
@@ -286,9 +292,9 @@ node_cmd() {
     # A machine without power answers nothing: its cable goes dead too (else its kernel would still reset
     # connections to it, which a real outage never does).
     off) netns_link "$site" "$name" down; cg_kill "$site/$name" ;;
-    on) netns_link "$site" "$name" up; node_on "$name" ;;
+    on) plug "$name"; node_on "$name" ;;
     cut) netns_link "$site" "$name" down ;;
-    mend) netns_link "$site" "$name" up ;;
+    mend) plug "$name" ;;
     restart-kubelet) pkill_in_group "$site/$name" kubelet ;;
     *) echo "site: node off|on|cut|mend|restart-kubelet NAME" >&2; exit 2 ;;
   esac

@@ -51,14 +51,14 @@ for t in operator variant; do
     fail "the image check accepted a Dockerfile whose $t stage differs from the image"
   fi
 done
-vpctl="$CARGO_TARGET_DIR/release/vpctl"
+vpctl=${VP_IMAGES_BIN_DIR:-$CARGO_TARGET_DIR/release}/vpctl
 say "images built and matching docker/Dockerfile"
 
 # --- the site
 scripts/site.sh down >/dev/null 2>&1 || true
 scripts/site.sh up --nodes 4
 for n in n1 n2 n3 n4; do k label node "$n" node-role.kubernetes.io/edge= >/dev/null; done
-[ "$(k version -o json | jq -r .serverVersion.gitVersion)" = "v1.37.2" ] || fail "the API server does not report v1.37.2"
+[ "$(k version -o json 2>/dev/null | jq -r .serverVersion.gitVersion)" = "v1.37.2" ] || fail "the API server does not report v1.37.2"
 say "site up: $(k get nodes --no-headers | wc -l) nodes Ready"
 
 # --- models over HTTP inside the site
@@ -85,7 +85,7 @@ sa=$(k -n vp-system get pod -l app.kubernetes.io/name=vp-operator -o jsonpath='{
 say "operator running in-cluster as service account $sa"
 
 # --- 2. the example
-k apply -f "$work/example/" >/dev/null
+k apply --server-side -f "$work/example/" >/dev/null
 if ! k -n "$ns" wait ve/fmnist --for=condition=Ready --timeout=300s >/dev/null; then
   k -n "$ns" get pods -o wide >&2; k -n "$ns" get ve fmnist -o yaml >&2
   k -n vp-system logs deploy/vp-operator --tail 40 >&2

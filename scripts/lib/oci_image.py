@@ -14,9 +14,9 @@ A spec names the image, its config, and the files of its single layer:
                {"path": "/etc/passwd", "text": "...", "mode": 420},
                {"path": "/tmp", "dir": true, "mode": 1023},
                {"path": "/lib", "symlink": "usr/lib"}],
-     "libs_of": ["/abs/host/binary"]}
-`libs_of` adds the shared libraries (and the dynamic loader) that each named host binary needs, at their host
-paths, found with ldd. Layers are written reproducibly (fixed times, owners from the spec or root).
+     "libs": ["/lib/x86_64-linux-gnu/libc.so.6"], "libs_of": ["/abs/host/binary"]}
+`libs` adds host shared libraries by name, `libs_of` those (and the dynamic loader) that each named host binary
+needs, found with ldd; each at its real host path, plus a link where the name is a link itself. Layers are written reproducibly (fixed times, owners from the spec or root).
 """
 
 import hashlib
@@ -112,8 +112,8 @@ def layer(entries):
 
 
 def expand(spec):
-    """The spec's file entries plus the shared libraries of its `libs_of` binaries, each at its real path (the
-    spec provides the usr-merge links /lib and /lib64) with a link where the library's name is a link itself."""
+    """The spec's file entries plus its `libs` and the shared libraries of its `libs_of` binaries, each at its
+    real path (the spec provides the usr-merge links /lib and /lib64), with a link where the name is a link."""
     entries = list(spec.get("files", []))
     have = {e["path"] for e in entries}
 
@@ -122,13 +122,17 @@ def expand(spec):
             have.add(entry["path"])
             entries.append(entry)
 
+    wanted = list(spec.get("libs", []))
     for binary in spec.get("libs_of", []):
-        for lib in shared_libraries(binary):
-            real = os.path.realpath(lib)
-            named = os.path.join(os.path.realpath(os.path.dirname(lib)), os.path.basename(lib))
-            put({"path": real, "src": real, "mode": 0o755})
-            if named != real:
-                put({"path": named, "symlink": os.path.relpath(real, os.path.dirname(named))})
+        wanted += shared_libraries(binary)
+    for lib in wanted:
+        if not os.path.exists(lib):
+            raise ImageError(f"shared library {lib}: not on this host")
+        real = os.path.realpath(lib)
+        named = os.path.join(os.path.realpath(os.path.dirname(lib)), os.path.basename(lib))
+        put({"path": real, "src": real, "mode": 0o755})
+        if named != real:
+            put({"path": named, "symlink": os.path.relpath(real, os.path.dirname(named))})
     return entries
 
 

@@ -35,12 +35,15 @@ for kv in vm/overcommit_memory=1 vm/panic_on_oom=0 kernel/panic=10 kernel/panic_
   mount --bind "$file" "/proc/sys/$key"
 done
 
+# Sockets of the previous boot (after a power loss) would look like a running containerd.
+rm -f "$dir/containerd.sock" "$dir/containerd.sock.ttrpc"
 containerd --config "$dir/containerd.toml" >>"$dir/containerd.log" 2>&1 &
-for _ in $(seq 1 300); do
-  [ -S "$dir/containerd.sock" ] && break
+up=0
+for _ in $(seq 1 600); do
+  if ctr -a "$dir/containerd.sock" version >/dev/null 2>&1; then up=1; break; fi
   sleep 0.1
 done
-[ -S "$dir/containerd.sock" ] || { echo "site-node: containerd did not start; see $dir/containerd.log" >&2; exit 1; }
+[ "$up" = 1 ] || { echo "site-node: containerd did not start; see $dir/containerd.log" >&2; exit 1; }
 # The site's images (scripts/build-images.sh) are loaded before the kubelet asks for them, once per node disk.
 for tar in "$IMAGES"/*.tar; do
   [ -e "$tar" ] || continue
