@@ -7,6 +7,7 @@
 #                        as the test control plane, declared there as `tool`s)
 #   vp-pause           (the pod sandbox program of the site's pause image; tests/controlplane/cmd/vp-pause)
 #   coredns            (cluster DNS, from its own Go module)
+#   prometheus-k8s     (Prometheus with Kubernetes service discovery, from its own Go module)
 # Idempotent: each output is cached under a key of its sources (a version, or tests/controlplane's go.mod and
 # go.sum plus the link flags), so a second run takes well under a second. Cold, on an idle 2-core machine:
 # containerd ~4 min, kubelet + kube-proxy ~3 min once the control plane module is built, CoreDNS ~3.5 min.
@@ -17,6 +18,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/lib/kube-version.sh"
 containerd_version=v2.2.9
 coredns_version=v1.14.7
+# Prometheus 3.16.0 (its Go module numbers v3.X.Y as v0.3XX.Y). Debian's package is built without Kubernetes
+# service discovery; this build has only that one (upstream's remove_all_sd / enable_kubernetes_sd tags).
+prometheus_version=v0.316.0
 bin="$VP_CACHE/bin"
 mkdir -p "$bin"
 
@@ -79,6 +83,13 @@ build "CoreDNS $coredns_version" "$coredns_dir" coredns \
   env GOBIN="$coredns_dir.tmp" GOFLAGS="-trimpath -buildvcs=false" nice -n 10 go install \
     "github.com/coredns/coredns@$coredns_version"
 
+prometheus_dir="$VP_CACHE/prometheus-k8s/$prometheus_version"
+build "Prometheus $prometheus_version (Kubernetes service discovery only)" "$prometheus_dir" prometheus \
+  env GOBIN="$prometheus_dir.tmp" GOFLAGS="-trimpath -buildvcs=false" nice -n 10 go install \
+    -tags "remove_all_sd enable_kubernetes_sd" "github.com/prometheus/prometheus/cmd/prometheus@$prometheus_version"
+
 for f in containerd ctr containerd-shim-runc-v2; do ln -sfn "$containerd_dir/$f" "$bin/$f"; done
 for f in kubelet kube-proxy vp-pause; do ln -sfn "$kube_dir/$f" "$bin/$f"; done
 ln -sfn "$coredns_dir/coredns" "$bin/coredns"
+# Not on PATH as `prometheus`: that name stays Debian's (scripts/test-install.sh).
+ln -sfn "$prometheus_dir/prometheus" "$bin/prometheus-k8s"

@@ -74,6 +74,10 @@ for f in sorted(os.listdir(src)):
     open(os.path.join(out, f), "w").write(text)
 PY
 grep -q "http://10.77.0.2:8000/" "$work/example/30-variantensemble.yaml" || fail "could not point the example at the site's HTTP server"
+# The example's 200 ms deadline is for an edge device serving alone; on this shared 2-core machine, running the
+# whole site and the client, some replies come later. This test checks answers, not speed: give it 2 s.
+sed -i 's/deadlineMs: 200$/deadlineMs: 2000/' "$work/example/30-variantensemble.yaml"
+grep -q "deadlineMs: 2000" "$work/example/30-variantensemble.yaml" || fail "could not set the example's deadline"
 
 # --- 1. the chart, images from the nodes' containerd
 site helm install vp-operator charts/vp-operator -n vp-system --create-namespace --wait --timeout 5m \
@@ -97,7 +101,7 @@ agg=$(k -n "$ns" get svc -l app.kubernetes.io/component=aggregator -o jsonpath='
 [ -n "$agg" ] || fail "no aggregator Service"
 
 # --- 3. accuracy through the aggregator's Service equals the manifest's
-site "$vpctl" eval --url "http://$agg:8080" --concurrency 8 --min-availability 1 >"$work/eval-full.log" \
+site "$vpctl" eval --url "http://$agg:8080" --concurrency 4 --min-availability 1 >"$work/eval-full.log" \
   || { tail -n 20 "$work/eval-full.log" >&2; fail "vpctl eval (full test set)"; }
 acc=$(sed -n 's/^accuracy \([0-9.]*\)% of answered requests/\1/p' "$work/eval-full.log")
 expected=$(awk '/^samples/ { t = 1; next } t && NF >= 5 && $4 ~ /%$/ { print $4; exit }' "$work/eval-full.log" | tr -d %)
@@ -120,7 +124,7 @@ scrape_configs:
       - {source_labels: [__meta_kubernetes_pod_node_name], target_label: node}
       - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
 YAML
-site prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prom" \
+site "$VP_CACHE/bin/prometheus-k8s" --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prom" \
   --web.listen-address=10.77.0.2:9090 >"$work/prometheus.log" 2>&1 &
 q() { site curl -fsS --get "http://10.77.0.2:9090/api/v1/query" --data-urlencode "query=$1" \
   | jq -r '.data.result[0].value[1] // "none"'; }
@@ -139,11 +143,16 @@ full_acc=$(q 'max(vp_aggregator_expected_accuracy)')
 say "Prometheus (kubernetes_sd_configs) scrapes 5 pods; expected accuracy $full_acc"
 
 # --- 5. power loss of a variant's node, mid-stream
-victim=w050-r28
-victim_node=$(k -n "$ns" get pods -l "app.kubernetes.io/component=variant,vp.dev/variant=$victim" -o jsonpath='{.items[0].spec.nodeName}')
-agg_node=$(k -n "$ns" get pods -l app.kubernetes.io/component=aggregator -o jsonpath='{.items[0].spec.nodeName}')
-[ -n "$victim_node" ] || fail "no pod of variant $victim"
-[ "$victim_node" != "$agg_node" ] || fail "variant $victim shares node $victim_node with the aggregator (one replica); this test needs them apart"
+# The victim: a variant whose node holds neither the aggregator (one replica) nor the operator (one replica:
+# an operator on the lost node cannot react until Kubernetes itself moves it, after 300 s).
+busy=$(k get pods -A -l 'app.kubernetes.io/component in (aggregator)' -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}'
+  k -n vp-system get pods -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}')
+victim= victim_node=
+while read -r v n; do
+  if ! grep -qx "$n" <<<"$busy"; then victim=$v victim_node=$n; break; fi
+done < <(k -n "$ns" get pods -l app.kubernetes.io/component=variant \
+  -o jsonpath='{range .items[*]}{.metadata.labels.vp\.dev/variant}{" "}{.spec.nodeName}{"\n"}{end}' | sort)
+[ -n "$victim" ] || fail "every variant shares a node with the aggregator or the operator"
 site "$vpctl" eval --url "http://$agg:8080" --concurrency 2 --limit 6000 --intervals 12 --min-availability 1 \
   >"$work/eval-failover.log" 2>&1 &
 eval_pid=$!
@@ -176,9 +185,13 @@ prom_wait "Prometheus sees the ensemble whole again" 'max(vp_aggregator_availabl
 min_avail=$(q 'min_over_time(max(vp_aggregator_available_variants)[10m:1s])')
 min_acc=$(q 'min_over_time(max(vp_aggregator_expected_accuracy)[10m:1s])')
 [ "$min_avail" = 3 ] || fail "Prometheus never saw the lost variant: min available variants $min_avail (expected 3)"
-"$py" -c "import sys; f, m = map(float, sys.argv[1:]); sys.exit(0 if m < f else 1)" "$full_acc" "$min_acc" \
-  || fail "expected accuracy did not drop: full $full_acc, min $min_acc"
-say "Prometheus: available variants 4 -> $min_avail -> 4, expected accuracy $full_acc -> $min_acc -> $(q 'max(vp_aggregator_expected_accuracy)')"
+max_acc=$(q 'max_over_time(max(vp_aggregator_expected_accuracy)[10m:1s])')
+now_acc=$(q 'max(vp_aggregator_expected_accuracy)')
+# Without the victim the subset table gives another expected accuracy (lower, or higher without the weakest).
+"$py" -c "import sys; f, lo, hi, n = map(float, sys.argv[1:]); sys.exit(0 if (lo < f or hi > f) and n == f else 1)" \
+  "$full_acc" "$min_acc" "$max_acc" "$now_acc" \
+  || fail "expected accuracy did not change and recover: full $full_acc, range $min_acc..$max_acc, now $now_acc"
+say "Prometheus: available variants 4 -> $min_avail -> 4, expected accuracy $full_acc -> ($min_acc..$max_acc) -> $now_acc"
 
 # --- 6. uninstall leaves nothing behind
 k delete -f "$work/example/" --wait --timeout=120s >/dev/null
