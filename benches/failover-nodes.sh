@@ -39,12 +39,15 @@ scripts/site.sh run helm install vp-operator charts/vp-operator -n vp-system --c
   --set operator.fetchImage=localhost/vp-fetch:site >/dev/null
 k apply --server-side -f "$work/example/" >/dev/null
 k -n "$ns" wait ve/fmnist --for=condition=Ready --timeout=300s >/dev/null
-victim=w050-r28
-sel="app.kubernetes.io/component=variant,vp.dev/variant=$victim"
-victim_node=$(k -n "$ns" get pods -l "$sel" -o jsonpath='{.items[0].spec.nodeName}')
-agg_node=$(k -n "$ns" get pods -l app.kubernetes.io/component=aggregator -o jsonpath='{.items[0].spec.nodeName}')
-[ "$victim_node" != "$agg_node" ] || { say "variant $victim shares its node with the aggregator; run again"; exit 1; }
-
+# The victim: a variant whose node holds neither the aggregator nor the operator (one replica each).
+busy=$(k get pods -A -l app.kubernetes.io/component=aggregator -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}'
+  k -n vp-system get pods -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}')
+victim= victim_node=
+while read -r v n; do
+  if ! grep -qx "$n" <<<"$busy"; then victim=$v victim_node=$n; break; fi
+done < <(k -n "$ns" get pods -l app.kubernetes.io/component=variant \
+  -o jsonpath='{range .items[*]}{.metadata.labels.vp\.dev/variant}{" "}{.spec.nodeName}{"\n"}{end}' | sort)
+[ -n "$victim" ] || { say "every variant shares a node with the aggregator or the operator; run again"; exit 1; }
 if [ "$baseline" = 1 ]; then
   # The same variant as a plain Deployment, preferring the victim's node (so it runs there) without requiring it.
   k -n "$ns" apply -f - >/dev/null <<EOF

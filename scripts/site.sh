@@ -130,7 +130,7 @@ kind: KubeletConfiguration
 # cgroup v1 hosts (like this CI's): the kubelet only warns with failCgroupV1 false.
 failCgroupV1: false
 cgroupDriver: cgroupfs
-cgroupsPerQOS: false
+cgroupsPerQOS: true
 # Every container of this node under one control group, so that powering the node off can kill them all.
 cgroupRoot: /$site/$name
 enforceNodeAllocatable: []

@@ -14,8 +14,7 @@ cg_hierarchies() {
   local d
   for d in /sys/fs/cgroup/*/; do
     d=${d%/}
-    # The empty v2 hierarchy that systemd mounts next to v1 ones holds no controllers; skip it.
-    [ "$(basename "$d")" = unified ] && continue
+    # Also the controller-less v2 hierarchy ("unified") of a hybrid host: runc and the kubelet use it too.
     [ -e "$d/cgroup.procs" ] && echo "$d"
   done
   # Pure cgroup v2: one tree.
