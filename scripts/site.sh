@@ -131,7 +131,8 @@ kind: KubeletConfiguration
 failCgroupV1: false
 cgroupDriver: cgroupfs
 cgroupsPerQOS: true
-# Every container of this node under one control group, so that powering the node off can kill them all.
+# Every container of this node under one control group, so that powering the node off can kill them all (with
+# cgroupsPerQOS false the kubelet passes no cgroup parent and containerd puts containers in /k8s.io/<id>).
 cgroupRoot: /$site/$name
 enforceNodeAllocatable: []
 containerRuntimeEndpoint: unix://$d/containerd.sock
