@@ -160,12 +160,12 @@ sleep 5
 off_at=$(date +%s.%N)
 scripts/site.sh node off "$victim_node"
 say "powered off $victim_node (variant $victim) mid-stream"
-k -n "$ns" wait ve/fmnist --for=jsonpath='{.status.availableVariants}'=3 --timeout=120s >/dev/null 2>&1 || true
 new_node=
 for _ in $(seq 1 240); do
-  new_node=$(k -n "$ns" get pods -l "app.kubernetes.io/component=variant,vp.dev/variant=$victim" \
-    -o jsonpath='{range .items[?(@.status.conditions[?(@.type=="Ready")].status=="True")]}{.spec.nodeName}{"\n"}{end}' \
-    | grep -v "^$victim_node\$" | head -n 1 || true)
+  new_node=$(k -n "$ns" get pods -l "app.kubernetes.io/component=variant,vp.dev/variant=$victim" -o json \
+    | jq -r --arg n "$victim_node" '.items[] | select(.spec.nodeName != $n)
+        | select(any(.status.conditions[]?; .type == "Ready" and .status == "True")) | .spec.nodeName' \
+    | head -n 1 || true)
   [ -n "$new_node" ] && break
   sleep 0.5
 done
