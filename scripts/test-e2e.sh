@@ -196,8 +196,15 @@ say "Prometheus: available variants 4 -> $min_avail -> 4, expected accuracy $ful
 # --- 6. uninstall leaves nothing behind
 k delete -f "$work/example/" --wait --timeout=120s >/dev/null
 site helm uninstall vp-operator -n vp-system --wait --timeout 2m >/dev/null
-left=$(k get all,configmaps,secrets,serviceaccounts,roles,rolebindings -A -l app.kubernetes.io/managed-by=Helm --no-headers 2>/dev/null | wc -l)
-[ "$left" = 0 ] || fail "helm uninstall left $left objects"
+# `helm uninstall --wait` waits for the Deployment, not for its terminating pod; give that its grace period.
+left=
+for _ in $(seq 1 120); do
+  left=$(k get all,configmaps,secrets,serviceaccounts,roles,rolebindings -A -l app.kubernetes.io/managed-by=Helm \
+    --no-headers -o custom-columns=KIND:.kind,NS:.metadata.namespace,NAME:.metadata.name 2>/dev/null || true)
+  [ -z "$left" ] && break
+  sleep 0.5
+done
+[ -z "$left" ] || fail "helm uninstall left: $left"
 left=$(k get clusterroles,clusterrolebindings --no-headers 2>/dev/null | grep -c vp-operator || true)
 [ "$left" = 0 ] || fail "helm uninstall left $left cluster roles or bindings"
 k get ns "$ns" >/dev/null 2>&1 && fail "namespace $ns still exists"
