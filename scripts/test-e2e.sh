@@ -99,6 +99,12 @@ k -n "$ns" get pods -o wide >"$work/pods-before.txt"
 say "ensemble Ready:"; cat "$work/pods-before.txt"
 agg=$(k -n "$ns" get svc -l app.kubernetes.io/component=aggregator -o jsonpath='{.items[0].spec.clusterIP}')
 [ -n "$agg" ] || fail "no aggregator Service"
+# kube-proxy programs a new Service a moment after it exists; wait until it answers through its address.
+for _ in $(seq 1 120); do
+  site curl -fsS -m 2 -o /dev/null "http://$agg:8080/v2/health/ready" 2>/dev/null && break
+  sleep 0.5
+done
+site curl -fsS -m 2 -o /dev/null "http://$agg:8080/v2/health/ready" || fail "the aggregator's Service $agg:8080 does not answer"
 
 # --- 3. accuracy through the aggregator's Service equals the manifest's
 site "$vpctl" eval --url "http://$agg:8080" --concurrency 4 --min-availability 1 >"$work/eval-full.log" \
