@@ -159,7 +159,7 @@ while read -r v n; do
 done < <(k -n "$ns" get pods -l app.kubernetes.io/component=variant \
   -o jsonpath='{range .items[*]}{.metadata.labels.vp\.dev/variant}{" "}{.spec.nodeName}{"\n"}{end}' | sort)
 [ -n "$victim" ] || fail "every variant shares a node with the aggregator or the operator"
-site "$vpctl" eval --url "http://$agg:8080" --concurrency 2 --limit 6000 --intervals 12 --min-availability 1 \
+site "$vpctl" eval --url "http://$agg:8080" --concurrency 1 --intervals 20 --min-availability 1 \
   >"$work/eval-failover.log" 2>&1 &
 eval_pid=$!
 sleep 5
