@@ -64,7 +64,7 @@ spec:
         nodeAffinity:
           preferredDuringSchedulingIgnoredDuringExecution:
             - {weight: 100, preference: {matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [$victim_node]}]}}
-      securityContext: {runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532}
+      securityContext: {runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: {type: RuntimeDefault}}
       volumes:
         - {name: manifest, configMap: {name: fmnist-manifest, items: [{key: ensemble.yaml, path: ensemble.yaml}]}}
         - {name: model, configMap: {name: fmnist-models, items: [{key: w035-r16.onnx, path: w035-r16.onnx}]}}
