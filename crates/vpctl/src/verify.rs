@@ -5,7 +5,7 @@
 use crate::CliError;
 use crate::testset::{DEFAULT_DIR, TestSet};
 use std::path::{Path, PathBuf};
-use vp_core::{Combiner, Manifest, TopK, top_k};
+use vp_core::{CombineRule, Combiner, Manifest, TopK, top_k};
 use vp_infer::Model;
 
 #[derive(Debug, clap::Args)]
@@ -21,8 +21,8 @@ pub struct VerifyArgs {
     /// ONNX Runtime intra-op threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Largest accepted difference, as a fraction (0.0005 = 0.05 percentage points).
-    #[arg(long, default_value_t = 0.0005)]
+    /// Largest accepted difference, as a fraction (0 = every accuracy exactly as in the manifest).
+    #[arg(long, default_value_t = 0.0)]
     pub tolerance: f64,
 }
 
@@ -77,20 +77,20 @@ fn accuracy(pred: impl Iterator<Item = usize>, labels: &[u8]) -> f64 {
     correct as f64 / labels.len().max(1) as f64
 }
 
-/// Accuracy of the soft vote over `members` (family indices), each sending its top-`k` rows.
+/// Accuracy of the soft vote over `members` (family indices), each sending its top-`k` rows, weighted by the
+/// manifest's vote weights (the combiner the aggregator builds from the same manifest).
 fn vote_accuracy(
     ranked: &[Vec<TopK>],
     members: &[usize],
     k: usize,
-    classes: usize,
+    combiner: &Combiner,
     labels: &[u8],
 ) -> f64 {
-    let combiner = Combiner::soft_vote(classes, ranked.len());
     let pred = (0..labels.len()).map(|i| {
         let cut: Vec<TopK> = members
             .iter()
             .map(|&v| TopK {
-                entries: ranked[v][i].entries[..k.min(classes)].to_vec(),
+                entries: ranked[v][i].entries[..k.min(ranked[v][i].entries.len())].to_vec(),
             })
             .collect();
         let replies: Vec<(usize, &TopK)> = members.iter().copied().zip(cut.iter()).collect();
@@ -148,6 +148,7 @@ pub async fn verify(a: VerifyArgs) -> Result<(), CliError> {
             ranked.push(rows);
         }
     }
+    let combiner = Combiner::new(CombineRule::SoftVote, classes, m.vote_weights());
     for row in &m.subsets {
         let members: Vec<usize> = row
             .variants
@@ -158,13 +159,13 @@ pub async fn verify(a: VerifyArgs) -> Result<(), CliError> {
         checks.push(Check {
             what: format!("subset {label} full"),
             manifest: row.accuracy,
-            measured: vote_accuracy(&ranked, &members, classes, classes, &set.labels),
+            measured: vote_accuracy(&ranked, &members, classes, &combiner, &set.labels),
         });
         for (i, want) in row.topk_accuracy.iter().enumerate() {
             checks.push(Check {
                 what: format!("subset {label} top-{}", i + 1),
                 manifest: *want,
-                measured: vote_accuracy(&ranked, &members, i + 1, classes, &set.labels),
+                measured: vote_accuracy(&ranked, &members, i + 1, &combiner, &set.labels),
             });
         }
     }
@@ -173,7 +174,7 @@ pub async fn verify(a: VerifyArgs) -> Result<(), CliError> {
         checks.push(Check {
             what: format!("ensemble top-{}", row.k),
             manifest: row.accuracy,
-            measured: vote_accuracy(&ranked, &all, row.k, classes, &set.labels),
+            measured: vote_accuracy(&ranked, &all, row.k, &combiner, &set.labels),
         });
     }
     let mut bad = 0;
