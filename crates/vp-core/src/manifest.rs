@@ -44,6 +44,10 @@ pub struct Dataset {
     pub name: String,
     pub classes: Vec<String>,
     pub test_samples: u64,
+    /// Folder (relative to the manifest) with the test split as IDX files, for families trained on an image
+    /// folder; absent for data sets installed elsewhere (Fashion-MNIST).
+    #[serde(default)]
+    pub test_split: Option<String>,
 }
 
 /// The models' single input tensor.
@@ -175,6 +179,13 @@ impl Manifest {
                     v.name, v.file
                 ));
             }
+        }
+        if let Some(split) = &self.dataset.test_split
+            && (split.is_empty() || split.starts_with('/') || split.contains(".."))
+        {
+            return Err(format!(
+                "dataset.test_split {split:?} must be a plain relative folder"
+            ));
         }
         let n = self.variants.len();
         let expected_rows = (1usize << n) - 1;

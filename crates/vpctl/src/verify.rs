@@ -12,9 +12,10 @@ use vp_infer::Model;
 pub struct VerifyArgs {
     /// The family's ensemble.yaml.
     pub manifest: PathBuf,
-    /// Folder with t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz.
-    #[arg(long, default_value = DEFAULT_DIR)]
-    pub data_dir: PathBuf,
+    /// Folder with t10k-images-idx3-ubyte.gz (or -idx4-) and t10k-labels-idx1-ubyte.gz. Default: the manifest's
+    /// `dataset.test_split` folder (image-folder families ship their test split), else Fashion-MNIST's.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// Samples per ONNX Runtime run.
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
@@ -111,7 +112,21 @@ struct Check {
 pub async fn verify(a: VerifyArgs) -> Result<(), CliError> {
     let m = read_manifest(&a.manifest)?;
     let dir = a.manifest.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let set = TestSet::load(&a.data_dir)?;
+    let data_dir = a.data_dir.clone().unwrap_or_else(|| match &m.dataset.test_split {
+        Some(split) => dir.join(split),
+        None => PathBuf::from(DEFAULT_DIR),
+    });
+    let set = TestSet::load(&data_dir)?;
+    if set.sample_len() != m.input.shape.iter().product::<usize>() {
+        return Err(CliError::msg(format!(
+            "{}: samples are {}x{}x{}, the models take {:?}",
+            data_dir.display(),
+            set.channels,
+            set.rows,
+            set.cols,
+            m.input.shape
+        )));
+    }
     if set.len() as u64 != m.dataset.test_samples {
         return Err(CliError::msg(format!(
             "the manifest was measured on {} test samples, the data set has {}",

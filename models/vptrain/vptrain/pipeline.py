@@ -29,7 +29,7 @@ def load_family(path: Path) -> tuple[config.FamilyConfig, data.Dataset]:
     raw = yaml.safe_load(Path(path).read_text())
     if not isinstance(raw, dict) or "dataset" not in raw or "name" not in raw.get("dataset", {}):
         raise config.ConfigError(f"{path}: needs dataset.name")
-    ds = data.load(str(raw["dataset"]["name"]))
+    ds = data.load(str(raw["dataset"]["name"]), raw["dataset"], Path(path).resolve().parent)
     return config.parse(raw, native_resolution=ds.shape[1]), ds
 
 
@@ -350,7 +350,8 @@ def build(config_path: Path, out_dir: Path, work_dir: Path, threads: int | None 
         "family": cfg.family,
         "dataset": {"name": ds.name, "classes": list(ds.classes), "test_samples": int(len(ds.test_y)),
                     "train_samples": res_var.train_samples, "validation_samples": res_var.val_samples},
-        "input": {"name": export.INPUT_NAME, "dtype": "uint8", "layout": "NCHW", "shape": list(ds.shape)},
+        "input": {"name": export.INPUT_NAME, "dtype": "uint8", "layout": "NCHW", "shape": list(ds.shape),
+                  "color": "rgb" if ds.shape[0] == 3 else "gray"},
         "output": {"name": export.OUTPUT_NAME, "dtype": "float32", "classes": len(ds.classes)},
         "variants": entries[:-1],
         "baseline": entries[-1],
@@ -359,6 +360,9 @@ def build(config_path: Path, out_dir: Path, work_dir: Path, threads: int | None 
         "topk": topk,
         "training": training,
     }
+    if ds.name == "image-folder":  # the exact test bytes, for `vpctl verify` (no image decoding in between)
+        data.write_idx_test_split(ds, out_dir / "testset")
+        man["dataset"]["test_split"] = "testset"
     man["targets"] = targets.evaluate(cfg.targets, man)
     man["plots"] = plots.write_all(man, out_dir)
     man["training"]["pipeline_wall_time_s"] = round(time.time() - started, 1)
