@@ -1,4 +1,4 @@
-"""Command line: `python -m vptrain {sizes,build,validate} ...`."""
+"""Command line: `python -m vptrain {sizes,build,train,validate,report,ablate} ...`."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("manifest", type=Path)
     r = sub.add_parser("report", help="print a manifest's results as markdown tables")
     r.add_argument("manifest", type=Path)
+    a = sub.add_parser("ablate", help="vote ablations (weights, temperature, leave-one-out) of a built family")
+    a.add_argument("work", type=Path, help="the family's work folder (holds val_probs.npz and test_probs.npz)")
     args = ap.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -51,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg, ds = pipeline.load_family(args.config)
         members = None if args.members is None else [m for m in args.members.split(",") if m]
         pipeline.train_part(pipeline.with_threads(cfg, args.threads), ds, args.work, args.part, log, members)
+        return 0
+    if args.cmd == "ablate":
+        from . import ablate
+
+        print(ablate.table(args.work), end="")
         return 0
     if args.cmd == "report":
         print(report.markdown(manifest.read(args.manifest)), end="")

@@ -134,6 +134,11 @@ def validate(man: dict[str, Any], folder: Path | None = None) -> list[str]:
         errors.append("topk accuracies must be fractions")
     if not isinstance(man["training"], dict):
         errors.append("training must be a mapping")
+    split = man["dataset"].get("test_split")
+    if split is not None and (not isinstance(split, str) or not split or split.startswith("/") or ".." in split):
+        errors.append(f"dataset.test_split must be a plain relative folder, got {split!r}")
+    elif split is not None and folder is not None and not (folder / split).is_dir():
+        errors.append(f"dataset.test_split: {folder / split} missing")
     if "vote_weight" in man["baseline"]:
         errors.append("baseline.vote_weight: the baseline does not vote")
     plots = man.get("plots", [])
