@@ -209,19 +209,27 @@ def _baseline_recipe(raw: dict[str, Any]) -> str:
                        "baseline": raw.get("baseline"), "training": training}, sort_keys=True)
 
 
-def reuse_baseline(cfg: config.FamilyConfig, earlier: Path) -> dict[str, Any]:
-    """The baseline of an earlier manifest, if it was trained with exactly this config's baseline recipe.
+def _variants_recipe(raw: dict[str, Any]) -> str:
+    """What the variants' training depends on (everything but the free-text note), as canonical JSON."""
+    training = {k: v for k, v in dict(raw.get("training") or {}).items() if k != "note"}
+    return json.dumps({"dataset": raw.get("dataset"), "architecture": raw.get("architecture"),
+                       "baseline": raw.get("baseline"), "variants": raw.get("variants"), "training": training},
+                      sort_keys=True)
 
-    Returns that manifest (its baseline entry and baseline_run are reused as they are); raises otherwise.
-    """
+
+def reusable(cfg: config.FamilyConfig, earlier: Path) -> tuple[dict[str, Any], bool, bool]:
+    """An earlier manifest and which of its parts were trained with exactly this config's recipe:
+    (manifest, variants reusable, baseline reusable). Raises when neither is, or the manifest is broken."""
     old = manifest.read(earlier)
-    old_raw = (old.get("training") or {}).get("config") or {}
-    if _baseline_recipe(old_raw) != _baseline_recipe(cfg.raw):
-        raise config.ConfigError(f"{earlier}: its baseline was trained with a different recipe; retrain it instead")
     errors = manifest.validate(old, earlier.parent)
     if errors:
         raise config.ConfigError(f"{earlier}: {errors}")
-    return old
+    old_raw = (old.get("training") or {}).get("config") or {}
+    base = _baseline_recipe(old_raw) == _baseline_recipe(cfg.raw)
+    var = _variants_recipe(old_raw) == _variants_recipe(cfg.raw)
+    if not base:
+        raise config.ConfigError(f"{earlier}: its baseline was trained with a different recipe; retrain it instead")
+    return old, var, base
 
 
 def _vote_settings(cfg: config.FamilyConfig) -> str:
@@ -236,7 +244,8 @@ def build(config_path: Path, out_dir: Path, work_dir: Path, threads: int | None 
     """Regenerates a family into out_dir (ONNX files, ensemble.yaml, family.yaml, plots); returns the manifest.
 
     `baseline_from`: an earlier manifest whose baseline was trained with the same recipe; its ONNX file and
-    training record are reused instead of training the baseline again.
+    training record are reused instead of training the baseline again, and so are its variants when the whole
+    config (variants and recipe) is the same (a new manifest for trained models: new vote weights, targets, plots).
     """
     cfg, ds = load_family(config_path)
     cfg = with_threads(cfg, threads)
@@ -246,17 +255,26 @@ def build(config_path: Path, out_dir: Path, work_dir: Path, threads: int | None 
     for name, r in sizes.items():
         log(f"{name}: params {r['params']} ({r['param_ratio']}x fewer) macs {r['macs']} ({r['mac_ratio']}x fewer)")
     started = time.time()
-    old = None if baseline_from is None else reuse_baseline(cfg, baseline_from)
-    if old is not None:  # read before out_dir (possibly the same folder) is rewritten
-        old_base_bytes = (baseline_from.parent / old["baseline"]["file"]).read_bytes()
+    old, reuse_var = None, False
+    old_bytes: dict[str, bytes] = {}
+    if baseline_from is not None:  # read before out_dir (possibly the same folder) is rewritten
+        old, reuse_var, _ = reusable(cfg, baseline_from)
+        old_bytes = {e["name"]: (baseline_from.parent / e["file"]).read_bytes()
+                     for e in [*old["variants"], old["baseline"]]}
 
-    variants, res_var = train_part(cfg, ds, work_dir, "variants", log)
+    if reuse_var:
+        assert old is not None
+        models: list[Classifier] = []
+        var_run = old["training"]["variants_run"]
+    else:
+        variants, res_var = train_part(cfg, ds, work_dir, "variants", log)
+        models = list(variants)
+        var_run = res_var.__dict__
     if old is None:
         (baseline,), res_base = train_part(cfg, ds, work_dir, "baseline", log)
-        models = [*variants, baseline]
+        models.append(baseline)
         base_run = res_base.__dict__
     else:
-        models = list(variants)
         base_run = old["training"]["baseline_run"]
     for m in models:
         m.cpu().eval()
@@ -275,16 +293,18 @@ def build(config_path: Path, out_dir: Path, work_dir: Path, threads: int | None 
     val_x, val_y = ds.train_x[val_idx], ds.train_y[val_idx]
     entries, probs, val_probs = [], [], []
     specs = list(cfg.variants) + [cfg.baseline]
-    for i, spec in enumerate(specs):
+    trained = {m.spec.name: m for m in models}
+    old_entries = {} if old is None else {e["name"]: e for e in [*old["variants"], old["baseline"]]}
+    for spec in specs:
         path = out_dir / f"{spec.name}.onnx"
-        if i < len(models):
-            m = models[i]
+        if spec.name in trained:
+            m = trained[spec.name]
             export.export(m, path, ds.shape)
             parity = {"random": export.parity(m, path, random_imgs), "real": export.parity(m, path, real_imgs)}
             parity = {k: float(f"{v:.3g}") for k, v in parity.items()}
-        else:  # the reused baseline
-            path.write_bytes(old_base_bytes)
-            parity = old["baseline"]["ort_max_abs_diff"]
+        else:  # reused unchanged from the earlier family
+            path.write_bytes(old_bytes[spec.name])
+            parity = old_entries[spec.name]["ort_max_abs_diff"]
         sess = export.session(path, tc.threads)
         p = export.ort_probs(sess, ds.test_x, tc.eval_batch)
         probs.append(p)
@@ -331,8 +351,8 @@ def build(config_path: Path, out_dir: Path, work_dir: Path, threads: int | None 
     training: dict[str, Any] = {
         "config": json.loads(json.dumps(cfg.raw)),
         "note": tc.note,
-        "wall_time_s": round(res_var.wall_time_s + base_run["wall_time_s"], 1),
-        "variants_run": res_var.__dict__,
+        "wall_time_s": round(var_run["wall_time_s"] + base_run["wall_time_s"], 1),
+        "variants_run": var_run,
         "baseline_run": base_run,
         "hardware": hardware(tc.threads),
         "seed": tc.seed,
@@ -345,11 +365,16 @@ def build(config_path: Path, out_dir: Path, work_dir: Path, threads: int | None 
             "from_family": old["family"], "sha256": old["baseline"]["sha256"],
             "why": "trained earlier with exactly this recipe (same data, architecture, epochs, batch, schedule, "
                    "augmentation, seed); its ONNX file and training record are reused unchanged"}
+    if reuse_var:
+        training["variants_reused"] = {
+            "from_family": old["family"], "sha256": [e["sha256"] for e in old["variants"]],
+            "why": "the same config (variants and recipe) as the earlier build: its ONNX files and training record "
+                   "are reused unchanged; the manifest is rebuilt (vote weights, tables, targets, plots)"}
     man: dict[str, Any] = {
         "schema_version": manifest.SCHEMA_VERSION,
         "family": cfg.family,
         "dataset": {"name": ds.name, "classes": list(ds.classes), "test_samples": int(len(ds.test_y)),
-                    "train_samples": res_var.train_samples, "validation_samples": res_var.val_samples},
+                    "train_samples": var_run["train_samples"], "validation_samples": var_run["val_samples"]},
         "input": {"name": export.INPUT_NAME, "dtype": "uint8", "layout": "NCHW", "shape": list(ds.shape),
                   "color": "rgb" if ds.shape[0] == 3 else "gray"},
         "output": {"name": export.OUTPUT_NAME, "dtype": "float32", "classes": len(ds.classes)},
@@ -364,11 +389,12 @@ def build(config_path: Path, out_dir: Path, work_dir: Path, threads: int | None 
         data.write_idx_test_split(ds, out_dir / "testset")
         man["dataset"]["test_split"] = "testset"
     man["targets"] = targets.evaluate(cfg.targets, man)
+    man["open_targets"] = targets.evaluate(dict(cfg.raw.get("open_targets") or {}), man)
     man["plots"] = plots.write_all(man, out_dir)
     man["training"]["pipeline_wall_time_s"] = round(time.time() - started, 1)
     order = ["schema_version", "family", "dataset", "input", "output", "variants", "baseline", "vote", "subsets",
-             "topk", "targets", "plots", "training"]
-    man = {k: man[k] for k in order}
+             "topk", "targets", "open_targets", "plots", "training"]
+    man = {k: man[k] for k in order if k != "open_targets" or man[k]}
     manifest.write(man, out_dir / "ensemble.yaml")
     errors = manifest.validate(manifest.read(out_dir / "ensemble.yaml"), out_dir)
     if errors:

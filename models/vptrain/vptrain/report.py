@@ -26,10 +26,11 @@ def markdown(man: dict[str, Any]) -> str:
     lines += [f"| {r['k']} | {_pct(r['accuracy'])} |" for r in man["topk"]]
     lines += [f"| all ({man['output']['classes']}) | {_pct(full['accuracy'])} |"]
     if "targets" in man:
-        lines += ["", "| target | measured | met |", "|---|---|---|"]
-        for name, t in man["targets"].items():
-            measured = ", ".join(f"{k} {v}" for k, v in t.items() if k != "met")
-            lines.append(f"| {name} | {measured} | {'yes' if t['met'] else '**no**'} |")
+        lines += ["", "| target | claimed | measured | met |", "|---|---|---|---|"]
+        for block, claimed in (("targets", "yes"), ("open_targets", "no")):
+            for name, t in man.get(block, {}).items():
+                measured = ", ".join(f"{k} {v}" for k, v in t.items() if k != "met")
+                lines.append(f"| {name} | {claimed} | {measured} | {'yes' if t['met'] else '**no**'} |")
     half = len(full["topk_accuracy"])
     lines += ["", "Every subset of variants (the expected accuracy under any pattern of failed nodes):", "",
               "| answering variants | full vote % | " + " | ".join(f"top-{k} %" for k in range(1, half + 1)) + " |",
