@@ -21,7 +21,10 @@ def markdown(man: dict[str, Any]) -> str:
                      f"{m['params']:,} | {m['macs']:,} | {base['params'] / m['params']:.2f} | "
                      f"{base['macs'] / m['macs']:.2f} | {_pct(m['accuracy'])} | {m['bytes']:,} |")
     full = man["subsets"][-1]
-    lines += ["", f"Full ensemble (soft vote of all {len(man['variants'])} variants): **{_pct(full['accuracy'])} %**, "
+    weights = [v.get("vote_weight", 1.0) for v in man["variants"]]
+    rule = "soft vote" if all(w == 1.0 for w in weights) else \
+        f"weighted soft vote, weights {', '.join(f'{w:g}' for w in weights)}"
+    lines += ["", f"Full ensemble ({rule} of all {len(man['variants'])} variants): **{_pct(full['accuracy'])} %**, "
               f"baseline: **{_pct(base['accuracy'])} %**.", "", "| k (top-k replies) | ensemble top-1 % |", "|---|---|"]
     lines += [f"| {r['k']} | {_pct(r['accuracy'])} |" for r in man["topk"]]
     lines += [f"| all ({man['output']['classes']}) | {_pct(full['accuracy'])} |"]
