@@ -84,7 +84,12 @@ fn fit<P: image::Pixel<Subpixel = u8> + 'static>(
     if img.width() as usize == w && img.height() as usize == h {
         img
     } else {
-        image::imageops::resize(&img, w as u32, h as u32, image::imageops::FilterType::Triangle)
+        image::imageops::resize(
+            &img,
+            w as u32,
+            h as u32,
+            image::imageops::FilterType::Triangle,
+        )
     }
 }
 

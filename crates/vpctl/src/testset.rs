@@ -137,7 +137,13 @@ mod tests {
         let t = parse(&idx(2052, &[2, 3, 2, 2], &body), &idx(2049, &[2], &[1, 0])).expect("ok");
         assert_eq!((t.len(), t.channels, t.sample_len()), (2, 3, 12));
         assert_eq!(t.image(1), &body[12..]);
-        assert!(parse(&idx(2052, &[2, 3, 2, 2], &body[1..]), &idx(2049, &[2], &[1, 0])).is_err());
+        assert!(
+            parse(
+                &idx(2052, &[2, 3, 2, 2], &body[1..]),
+                &idx(2049, &[2], &[1, 0])
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -112,10 +112,13 @@ struct Check {
 pub async fn verify(a: VerifyArgs) -> Result<(), CliError> {
     let m = read_manifest(&a.manifest)?;
     let dir = a.manifest.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let data_dir = a.data_dir.clone().unwrap_or_else(|| match &m.dataset.test_split {
-        Some(split) => dir.join(split),
-        None => PathBuf::from(DEFAULT_DIR),
-    });
+    let data_dir = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| match &m.dataset.test_split {
+            Some(split) => dir.join(split),
+            None => PathBuf::from(DEFAULT_DIR),
+        });
     let set = TestSet::load(&data_dir)?;
     if set.sample_len() != m.input.shape.iter().product::<usize>() {
         return Err(CliError::msg(format!(

@@ -95,7 +95,7 @@ def test_work_dir_of_another_config_is_refused(built, tmp_path: Path, configs_di
 def test_sizes_command_reports_target_failures(tmp_path: Path, configs_dir: Path) -> None:
     assert cli.main(["sizes", str(configs_dir / "fmnist.yaml")]) == 0
     bad = tmp_path / "bad.yaml"
-    bad.write_text((configs_dir / "fmnist.yaml").read_text().replace("width: 0.25, resolution: 20", "width: 1.0, resolution: 28"))
+    bad.write_text((configs_dir / "fmnist.yaml").read_text().replace("width: 0.35, resolution: 16", "width: 1.0, resolution: 28"))
     assert cli.main(["sizes", str(bad)]) == 1
 
 
