@@ -25,8 +25,8 @@ pub use variant::{
 
 use crate::config::HTTP_PORT;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ContainerPort, HTTPGetAction, PodSecurityContext, Probe, SeccompProfile,
-    SecurityContext, ServicePort,
+    Capabilities, Container, ContainerPort, HTTPGetAction, PodSecurityContext, Probe,
+    SeccompProfile, SecurityContext, ServicePort,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -130,6 +130,32 @@ fn container_security() -> SecurityContext {
             ..Capabilities::default()
         }),
         ..SecurityContext::default()
+    }
+}
+
+/// A data-plane server container: `image`, its own `args` followed by the listen address and JSON logs, the HTTP
+/// port, hardened; probes, resources and mounts are the caller's.
+fn server_container(
+    name: &str,
+    image: String,
+    pull_policy: Option<String>,
+    args: &[&str],
+) -> Container {
+    let common = [
+        "--listen",
+        &format!("0.0.0.0:{HTTP_PORT}"),
+        "--log-format",
+        "json",
+    ]
+    .map(str::to_string);
+    Container {
+        name: name.into(),
+        image: Some(image),
+        image_pull_policy: pull_policy,
+        args: Some(args.iter().map(|a| a.to_string()).chain(common).collect()),
+        ports: Some(http_container_port()),
+        security_context: Some(container_security()),
+        ..Container::default()
     }
 }
 

@@ -4,8 +4,8 @@
 //! deadline, variants) need no rollout.
 
 use super::{
-    BuildError, MANIFEST_KEY, aggregator_name, container_security, http_container_port, http_probe,
-    http_service_port, non_empty, non_empty_map, object_meta, pod_security, variant_service_name,
+    BuildError, MANIFEST_KEY, aggregator_name, http_probe, http_service_port, non_empty,
+    non_empty_map, object_meta, pod_security, server_container, variant_service_name,
 };
 use crate::config::{HTTP_PORT, OperatorConfig};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
@@ -115,27 +115,6 @@ pub fn aggregator_deployment(
     let spec = &ens.spec;
     let selector = labels::selector_labels(&name, COMPONENT_AGGREGATOR, None);
     let container = Container {
-        name: "aggregator".into(),
-        image: Some(
-            spec.images
-                .aggregator
-                .clone()
-                .unwrap_or_else(|| cfg.aggregator_image.clone()),
-        ),
-        image_pull_policy: spec.images.pull_policy.clone(),
-        args: Some(
-            [
-                "--config",
-                &format!("{CONFIG_DIR}/{AGGREGATOR_CONFIG_KEY}"),
-                "--listen",
-                &format!("0.0.0.0:{HTTP_PORT}"),
-                "--log-format",
-                "json",
-            ]
-            .map(str::to_string)
-            .to_vec(),
-        ),
-        ports: Some(http_container_port()),
         readiness_probe: http_probe("/v2/health/ready", 2, None, None),
         liveness_probe: http_probe("/v2/health/live", 10, None, None),
         resources: Some(
@@ -150,8 +129,15 @@ pub fn aggregator_deployment(
             read_only: Some(true),
             ..VolumeMount::default()
         }]),
-        security_context: Some(container_security()),
-        ..Container::default()
+        ..server_container(
+            "aggregator",
+            spec.images
+                .aggregator
+                .clone()
+                .unwrap_or_else(|| cfg.aggregator_image.clone()),
+            spec.images.pull_policy.clone(),
+            &["--config", &format!("{CONFIG_DIR}/{AGGREGATOR_CONFIG_KEY}")],
+        )
     };
     let pod_spec = PodSpec {
         enable_service_links: Some(false),

@@ -4,8 +4,8 @@
 //! with every request, so a topK change reloads the aggregator config and restarts no variant.
 
 use super::{
-    BuildError, MANIFEST_KEY, container_security, http_container_port, http_probe,
-    http_service_port, non_empty, object_meta, pod_security, variant_service_name,
+    BuildError, MANIFEST_KEY, container_security, http_probe, http_service_port, non_empty,
+    object_meta, pod_security, server_container, variant_service_name,
 };
 use crate::config::{HTTP_PORT, OperatorConfig};
 use crate::hash;
@@ -193,29 +193,6 @@ pub fn variant_template(
         .or(spec.resources.as_ref())
         .unwrap_or(&cfg.variant_resources);
     let container = Container {
-        name: "variant".into(),
-        image: Some(
-            spec.images
-                .variant
-                .clone()
-                .unwrap_or_else(|| cfg.variant_image.clone()),
-        ),
-        image_pull_policy: spec.images.pull_policy.clone(),
-        args: Some(
-            [
-                "--manifest",
-                &format!("{VARIANT_DIR}/{MANIFEST_KEY}"),
-                "--variant",
-                &v.name,
-                "--listen",
-                &format!("0.0.0.0:{HTTP_PORT}"),
-                "--log-format",
-                "json",
-            ]
-            .map(str::to_string)
-            .to_vec(),
-        ),
-        ports: Some(http_container_port()),
         readiness_probe: http_probe("/v2/health/ready", 2, Some(1), Some(1)),
         liveness_probe: http_probe("/v2/health/live", 10, Some(3), Some(1)),
         resources: Some(resources.clone()),
@@ -227,8 +204,20 @@ pub fn variant_template(
             ),
             model_mount,
         ]),
-        security_context: Some(container_security()),
-        ..Container::default()
+        ..server_container(
+            "variant",
+            spec.images
+                .variant
+                .clone()
+                .unwrap_or_else(|| cfg.variant_image.clone()),
+            spec.images.pull_policy.clone(),
+            &[
+                "--manifest",
+                &format!("{VARIANT_DIR}/{MANIFEST_KEY}"),
+                "--variant",
+                &v.name,
+            ],
+        )
     };
     let pod_spec = PodSpec {
         restart_policy: Some("Always".into()),
