@@ -1,5 +1,6 @@
 //! Image input for `/v1/classify`: decodes a PNG or JPEG file and converts it to the family's input spec
-//! (grayscale, resized to H x W, one uint8 per pixel), the same bytes the data set stores.
+//! (grayscale or planar RGB by the channel count, resized to H x W, one uint8 per value), the same bytes the data
+//! set stores.
 
 use thiserror::Error;
 
@@ -16,7 +17,7 @@ pub enum ImageError {
         message: String,
     },
     #[error(
-        "this family takes {0}-channel input; /v1/classify supports 1-channel (grayscale) families only"
+        "this family takes {0}-channel input; /v1/classify supports 1-channel (grayscale) and 3-channel (RGB) families"
     )]
     Channels(usize),
     #[error("image is larger than {max}x{max} pixels or too large to decode")]
@@ -29,7 +30,7 @@ const MAX_SIDE: u32 = 8192;
 /// Decodes `bytes` (PNG or JPEG, detected from the content) to `c*h*w` bytes for the model.
 pub fn image_to_sample(bytes: &[u8], chw: [usize; 3]) -> Result<Vec<u8>, ImageError> {
     let [c, h, w] = chw;
-    if c != 1 {
+    if c != 1 && c != 3 {
         return Err(ImageError::Channels(c));
     }
     if bytes.is_empty() {
@@ -59,18 +60,37 @@ pub fn image_to_sample(bytes: &[u8], chw: [usize; 3]) -> Result<Vec<u8>, ImageEr
         image::ImageError::Limits(_) => ImageError::TooLarge { max: MAX_SIDE },
         other => decode(other),
     })?;
-    let gray = img.to_luma8();
-    let resized = if gray.width() as usize == w && gray.height() as usize == h {
-        gray
+    if c == 3 {
+        // Colour families (manifest input.color: rgb): planar R, G, B, as the toolchain's image-folder loader.
+        let rgb = fit(img.to_rgb8(), w, h);
+        let plane = w * h;
+        let mut out = vec![0u8; 3 * plane];
+        for (i, px) in rgb.pixels().enumerate() {
+            for ch in 0..3 {
+                out[ch * plane + i] = px.0[ch];
+            }
+        }
+        return Ok(out);
+    }
+    Ok(fit(img.to_luma8(), w, h).into_raw())
+}
+
+/// The image at exactly `w` x `h` (bilinear when it must be resized).
+fn fit<P: image::Pixel<Subpixel = u8> + 'static>(
+    img: image::ImageBuffer<P, Vec<u8>>,
+    w: usize,
+    h: usize,
+) -> image::ImageBuffer<P, Vec<u8>> {
+    if img.width() as usize == w && img.height() as usize == h {
+        img
     } else {
         image::imageops::resize(
-            &gray,
+            &img,
             w as u32,
             h as u32,
             image::imageops::FilterType::Triangle,
         )
-    };
-    Ok(resized.into_raw())
+    }
 }
 
 #[cfg(test)]
@@ -106,6 +126,22 @@ mod tests {
     }
 
     #[test]
+    fn colour_png_becomes_planar_rgb_for_three_channel_families() {
+        let img = image::RgbImage::from_pixel(7, 5, image::Rgb([200, 30, 90]));
+        let mut out = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .expect("encode");
+        let sample = image_to_sample(&out, [3, 4, 4]).expect("ok");
+        assert_eq!(sample.len(), 48);
+        assert!(sample[..16].iter().all(|&v| v == 200));
+        assert!(sample[16..32].iter().all(|&v| v == 30));
+        assert!(sample[32..].iter().all(|&v| v == 90));
+        // A grayscale file for a colour family: every channel carries the gray value.
+        let sample = image_to_sample(&png(4, 4, 77), [3, 4, 4]).expect("ok");
+        assert!(sample.iter().all(|&v| v == 77));
+    }
+
+    #[test]
     fn bad_files_get_clear_errors() {
         assert!(matches!(
             image_to_sample(b"", [1, 28, 28]),
@@ -122,8 +158,8 @@ mod tests {
             Err(ImageError::Decode { .. })
         ));
         assert!(matches!(
-            image_to_sample(&p, [3, 28, 28]),
-            Err(ImageError::Channels(3))
+            image_to_sample(&p, [2, 28, 28]),
+            Err(ImageError::Channels(2))
         ));
     }
 }
