@@ -1,5 +1,16 @@
 //! HTTP server plumbing shared by the variant server and the aggregator: logging set-up, shutdown on
-//! Ctrl-C/SIGTERM, JSON error replies, JSON body parsing with clear messages, and the `/metrics` handler.
+//! Ctrl-C/SIGTERM, JSON error replies, JSON body parsing with clear messages, the `/metrics` handler, and the
+//! defences against hostile load (connection limits, load shedding, memory budget).
+
+pub mod budget;
+pub mod conn;
+pub mod flags;
+pub mod shed;
+
+pub use budget::{BudgetError, MemoryBudget, Reservation};
+pub use conn::{ConnLimits, serve};
+pub use flags::LimitFlags;
+pub use shed::{Admission, BodyCost, Overloaded, Shedder};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -124,6 +135,27 @@ pub fn metrics_response(registry: &prometheus::Registry) -> Response {
         )
         .into_response(),
     }
+}
+
+impl From<BudgetError> for ApiError {
+    fn from(e: BudgetError) -> Self {
+        let status = match e {
+            BudgetError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BudgetError::Busy | BudgetError::Config { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// The reply for an [`ApiError`], with `Retry-After: 1` on 503 (OIP clients retry on it).
+pub fn error_reply(e: ApiError) -> Response {
+    let retry = e.status == StatusCode::SERVICE_UNAVAILABLE;
+    let mut r = e.into_response();
+    if retry {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    r
 }
 
 /// Reply for requests that ran past the server's request timeout.
