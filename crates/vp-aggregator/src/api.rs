@@ -284,9 +284,9 @@ async fn infer_inner(
     let snap = s.live.snapshot();
     check_model(&snap, name)?;
     let body = body.map_err(body_error)?;
-    let req =
-        decode_request(&body, &snap.spec).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    drop(body);
+    let req = vp_server::decode_off_thread(body, snap.spec.clone(), decode_request)
+        .await?
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let classes = snap.manifest.classes();
     let k = k_from_request(req.k.as_ref(), classes, snap.config.top_k)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;

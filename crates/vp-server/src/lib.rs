@@ -158,6 +158,26 @@ pub fn error_reply(e: ApiError) -> Response {
     r
 }
 
+/// Bodies up to this size are decoded on the async thread; larger ones on the blocking pool.
+pub const INLINE_DECODE_BYTES: usize = 64 * 1024;
+
+/// Runs `decode(body, ctx)` inline for small bodies and on the blocking pool for large ones, so decoding a large
+/// batch never holds up the thread that answers probes. The number of large decodes at once is bounded by the
+/// load shedder (one per admitted request).
+pub async fn decode_off_thread<C, T, F>(body: Bytes, ctx: C, decode: F) -> Result<T, ApiError>
+where
+    C: Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&[u8], &C) -> T + Send + 'static,
+{
+    if body.len() <= INLINE_DECODE_BYTES {
+        return Ok(decode(&body, &ctx));
+    }
+    tokio::task::spawn_blocking(move || decode(&body, &ctx))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("decode task: {e}")))
+}
+
 /// Reply for requests that ran past the server's request timeout.
 pub fn timeout_error() -> ApiError {
     ApiError::new(

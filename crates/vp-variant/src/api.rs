@@ -285,8 +285,9 @@ async fn infer_inner(
 ) -> Result<Json<vp_core::oip::InferResponse>, ApiError> {
     s.check_model(name)?;
     let body = body.map_err(body_error)?;
-    let req = decode_request(&body, &s.spec).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    drop(body);
+    let req = vp_server::decode_off_thread(body, s.spec.clone(), decode_request)
+        .await?
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let k = k_from_request(req.k.as_ref(), s.classes, s.default_k)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let batch = req.batch;
