@@ -9,8 +9,8 @@ use crate::state::{Live, Snapshot};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::middleware::{Next, from_fn_with_state};
 use axum::http::StatusCode;
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -75,11 +75,17 @@ pub fn router(state: AppState, args: &Args) -> Router {
     let infer_route = Router::new()
         .route("/v2/models/{name}/infer", post(infer))
         .layer(DefaultBodyLimit::max(json_limit))
-        .layer(from_fn_with_state(state.infer_admission.clone(), vp_server::shed::layer));
+        .layer(from_fn_with_state(
+            state.infer_admission.clone(),
+            vp_server::shed::layer,
+        ));
     let classify_route = Router::new()
         .route("/v1/classify", post(classify))
         .layer(DefaultBodyLimit::max(args.max_image_bytes))
-        .layer(from_fn_with_state(state.classify_admission.clone(), vp_server::shed::layer));
+        .layer(from_fn_with_state(
+            state.classify_admission.clone(),
+            vp_server::shed::layer,
+        ));
     let inference = infer_route
         .merge(classify_route)
         .layer(from_fn_with_state(state.clone(), timeout_layer));
@@ -386,7 +392,8 @@ async fn classify_inner(
     };
     let body = body.map_err(body_error)?;
     let chw = snap.spec.chw;
-    let unusable = |e: crate::ImageError| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
+    let unusable =
+        |e: crate::ImageError| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
     // The header says how much memory decoding takes; reserve it (or refuse) before any pixel is decoded. The
     // reservation moves into the decode task, so a request that times out keeps it until the decode ends.
     let header = inspect(&body).map_err(unusable)?;
@@ -401,8 +408,8 @@ async fn classify_inner(
         image_to_sample(&body, chw)
     })
     .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(unusable)?;
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(unusable)?;
     let a = answer(s, &snap, &ImageBatch { n: 1, data }, k).await?;
     let c = a
         .combined

@@ -151,7 +151,9 @@ enum CallError {
 /// Largest reply accepted for `n` samples at top-`k`: 64 bytes per (class, probability) pair (about 20 are
 /// used) plus 16 KiB for the envelope and error messages.
 pub fn reply_cap(n: usize, k: usize) -> usize {
-    n.saturating_mul(k).saturating_mul(64).saturating_add(16 * 1024)
+    n.saturating_mul(k)
+        .saturating_mul(64)
+        .saturating_add(16 * 1024)
 }
 
 async fn call(

@@ -65,7 +65,11 @@ fn complete(bytes: &[u8], format: image::ImageFormat) -> bool {
     }
 }
 
-fn reader(bytes: &[u8], format: image::ImageFormat, max_alloc: u64) -> image::ImageReader<std::io::Cursor<&[u8]>> {
+fn reader(
+    bytes: &[u8],
+    format: image::ImageFormat,
+    max_alloc: u64,
+) -> image::ImageReader<std::io::Cursor<&[u8]>> {
     let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
@@ -203,8 +207,11 @@ mod tests {
         ));
         let img = image::RgbImage::from_pixel(64, 64, image::Rgb([9, 9, 9]));
         let mut jpeg = Vec::new();
-        img.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
-            .expect("encode");
+        img.write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .expect("encode");
         assert!(matches!(
             image_to_sample(&jpeg[..jpeg.len() / 2], [1, 28, 28]),
             Err(ImageError::Truncated("JPEG"))
@@ -220,5 +227,49 @@ mod tests {
             image_to_sample(&p, [3, 28, 28]),
             Err(ImageError::Channels(3))
         ));
+    }
+
+    mod properties {
+        use super::super::*;
+        use super::png;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            #[test]
+            fn any_grey_png_becomes_one_sample_of_the_input_size(
+                w in 1u32..96, h in 1u32..96, v in any::<u8>(), side in 4usize..40,
+            ) {
+                let bytes = png(w, h, v);
+                let header = inspect(&bytes).expect("header");
+                prop_assert_eq!((header.width, header.height), (w, h));
+                prop_assert!(header.decode_bytes >= 3 * u64::from(w * h));
+                let sample = image_to_sample(&bytes, [1, side, side]).expect("decodes");
+                prop_assert_eq!(sample.len(), side * side);
+                prop_assert!(sample.iter().all(|&x| x == v));
+            }
+
+            #[test]
+            fn a_cut_image_is_always_refused(w in 1u32..64, h in 1u32..64, cut in any::<prop::sample::Index>()) {
+                let bytes = png(w, h, 3);
+                let at = cut.index(bytes.len());
+                prop_assert!(image_to_sample(&bytes[..at], [1, 28, 28]).is_err());
+            }
+
+            #[test]
+            fn arbitrary_bytes_after_a_magic_number_are_an_error_not_a_panic(
+                jpeg in any::<bool>(),
+                body in proptest::collection::vec(any::<u8>(), 0..2048),
+                end in any::<bool>(),
+            ) {
+                let mut bytes = if jpeg { vec![0xFF, 0xD8, 0xFF] } else { b"\x89PNG\r\n\x1a\n".to_vec() };
+                bytes.extend_from_slice(&body);
+                if end {
+                    bytes.extend_from_slice(if jpeg { &JPEG_END[..] } else { &PNG_END[..] });
+                }
+                let _ = image_to_sample(&bytes, [1, 28, 28]);
+            }
+        }
     }
 }

@@ -45,7 +45,10 @@ fn admission(
         per_byte: 1,
         fixed: 256 * 1024,
     };
-    for (flag, worst) in [("--max-batch", infer.worst()), ("--max-image-bytes", classify.worst())] {
+    for (flag, worst) in [
+        ("--max-batch", infer.worst()),
+        ("--max-image-bytes", classify.worst()),
+    ] {
         if worst > budget.capacity() {
             return Err(LoadError::Metrics(format!(
                 "--memory-budget-mib {} is too small for {flag}: one request may need {} MiB",

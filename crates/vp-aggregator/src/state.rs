@@ -231,7 +231,9 @@ impl Live {
             e.health.with_outlier(Outlier::success);
             return;
         }
-        if let Verdict::Ejected(period) = e.health.with_outlier(|o| o.failure(Instant::now(), policy)) {
+        if let Verdict::Ejected(period) =
+            e.health.with_outlier(|o| o.failure(Instant::now(), policy))
+        {
             tracing::warn!(variant = %e.name, url = %e.base_url, ejected_ms = period.as_millis() as u64,
                 failures = policy.failures, "variant failed repeatedly; ejected");
             self.metrics

@@ -76,8 +76,11 @@ fn png_header_only(w: u32, h: u32) -> Vec<u8> {
 fn truncated_jpeg() -> Vec<u8> {
     let img = image::RgbImage::from_fn(640, 480, |x, y| image::Rgb([x as u8, y as u8, 7]));
     let mut out = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Jpeg)
-        .expect("encode");
+    img.write_to(
+        &mut std::io::Cursor::new(&mut out),
+        image::ImageFormat::Jpeg,
+    )
+    .expect("encode");
     out.truncate(out.len() / 2);
     out
 }
@@ -169,7 +172,8 @@ async fn decompression_bombs_are_refused_from_the_header_within_the_memory_budge
 async fn slow_header(addr: String, gap: Duration, give_up: Duration) -> Option<Duration> {
     let started = Instant::now();
     let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
-    let head = b"POST /v2/models/fake/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+    let head =
+        b"POST /v2/models/fake/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
     let mut buf = [0u8; 256];
     for b in head.iter().cycle() {
         if started.elapsed() > give_up {
@@ -197,7 +201,12 @@ async fn slow_and_idle_connections_are_closed_while_valid_requests_are_served() 
     let agg = start_with(
         "slow",
         &config(&[("v0", &v0)], ""),
-        &["--header-read-timeout-ms", "1500", "--idle-timeout-ms", "2000"],
+        &[
+            "--header-read-timeout-ms",
+            "1500",
+            "--idle-timeout-ms",
+            "2000",
+        ],
     )
     .await;
     let pid = agg.child.id();
@@ -234,7 +243,11 @@ async fn slow_and_idle_connections_are_closed_while_valid_requests_are_served() 
         .collect();
     let mut idle = Vec::new();
     for _ in 0..50 {
-        idle.push(tokio::net::TcpStream::connect(&addr).await.expect("connect"));
+        idle.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect"),
+        );
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let fds_loaded = open_fds(pid);
@@ -278,7 +291,10 @@ async fn slow_and_idle_connections_are_closed_while_valid_requests_are_served() 
          slow connections closed after p50 {c50:.0} ms, max {cmax:.0} ms; \
          fds: {fds_before} before, {fds_loaded} loaded, {fds_after} after"
     );
-    assert!(fds_loaded > fds_before + 250, "the slow clients were not connected");
+    assert!(
+        fds_loaded > fds_before + 250,
+        "the slow clients were not connected"
+    );
     assert!(
         fds_after <= fds_before + 2,
         "descriptors did not return to baseline: {fds_before} -> {fds_after}"
@@ -307,7 +323,11 @@ async fn a_hung_variant_is_ejected_and_readmitted_when_it_answers_again() {
         let (st, v) = infer(&agg, &body).await;
         assert_eq!(st, 200, "{v}");
         assert_eq!(v["parameters"]["variants"], json!(["v0"]));
-        assert!(t.elapsed() >= Duration::from_millis(400), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            t.elapsed()
+        );
     }
     let status: Value = client()
         .get(format!("{}/v1/status", agg.base))
@@ -330,7 +350,10 @@ async fn a_hung_variant_is_ejected_and_readmitted_when_it_answers_again() {
     }
     let (p50, max) = p50_max(after);
     eprintln!("while ejected: p50 {p50:.2} ms, max {max:.2} ms (deadline 400 ms)");
-    assert!(max < 400.0, "a request waited for the ejected variant: {max} ms");
+    assert!(
+        max < 400.0,
+        "a request waited for the ejected variant: {max} ms"
+    );
     let metrics = client()
         .get(format!("{}/metrics", agg.base))
         .send()
@@ -352,7 +375,10 @@ async fn a_hung_variant_is_ejected_and_readmitted_when_it_answers_again() {
         if v["parameters"]["variants"] == json!(["v0", "v1"]) {
             break;
         }
-        assert!(Instant::now() < end, "the recovered variant was never re-admitted");
+        assert!(
+            Instant::now() < end,
+            "the recovered variant was never re-admitted"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = Arc::strong_count(&hang);

@@ -147,7 +147,9 @@ mod tests {
         let long_early = br#"{"inputs":[{"name":"image","shape":[1,1,2,2],"datatype":"UINT8","data":[1,2,3,4,5]}]}"#;
         let long_late = br#"{"inputs":[{"data":[1,2,3,4,5],"name":"image","shape":[1,1,2,2],"datatype":"UINT8"}]}"#;
         for body in [&long_early[..], &long_late[..]] {
-            let e = decode_request(body, &spec()).expect_err("too long").to_string();
+            let e = decode_request(body, &spec())
+                .expect_err("too long")
+                .to_string();
             assert!(e.contains("must hold 4 values, got 5"), "{e}");
         }
     }
@@ -212,7 +214,10 @@ mod tests {
                 "array of numbers",
             ),
             (json!({"id": "x"}), "missing field `inputs`"),
-            (json!({"inputs": [{"name": "image"}]}), "missing field `shape`"),
+            (
+                json!({"inputs": [{"name": "image"}]}),
+                "missing field `shape`",
+            ),
             (json!([1, 2]), "malformed request JSON"),
         ];
         for (r, want) in cases {

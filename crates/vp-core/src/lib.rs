@@ -13,6 +13,6 @@ pub mod topk;
 pub use combine::{CombineRule, Combined, Combiner};
 pub use config::{AggregatorConfig, ConfigError, VariantEndpoint};
 pub use input::{ImageBatch, InputError, InputSpec, k_from_request};
-pub use request::{DecodedRequest, KValue, RequestError, decode_request};
 pub use manifest::{Manifest, ManifestError, ModelEntry, SubsetRow};
+pub use request::{DecodedRequest, KValue, RequestError, decode_request};
 pub use topk::{KError, TopK, top_k, validate_k};

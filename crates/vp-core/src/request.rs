@@ -106,7 +106,10 @@ impl RawRequest {
         }
         let datatype = t.datatype.clone().unwrap_or_default();
         if datatype != "UINT8" {
-            return Err(InputError::Datatype { name, got: datatype });
+            return Err(InputError::Datatype {
+                name,
+                got: datatype,
+            });
         }
         let shape = t.shape.clone().unwrap_or_default();
         let n = batch_of(&shape, spec).ok_or_else(|| InputError::Shape {
@@ -117,7 +120,10 @@ impl RawRequest {
             max_batch: spec.max_batch,
             got: shape.clone(),
         })?;
-        let data = t.data.as_ref().ok_or_else(|| InputError::DataNotArray { name: name.clone() })?;
+        let data = t
+            .data
+            .as_ref()
+            .ok_or_else(|| InputError::DataNotArray { name: name.clone() })?;
         if data.not_array {
             return Err(InputError::DataNotArray { name });
         }
@@ -249,7 +255,9 @@ impl<'de> Visitor<'de> for TensorSeed<'_> {
                     // Skip the values of a tensor that is already known to be rejected.
                     let doomed = t.name.as_ref().is_some_and(|n| *n != spec.name)
                         || t.datatype.as_ref().is_some_and(|d| d != "UINT8")
-                        || t.shape.as_ref().is_some_and(|s| batch_of(s, spec).is_none());
+                        || t.shape
+                            .as_ref()
+                            .is_some_and(|s| batch_of(s, spec).is_none());
                     if doomed {
                         map.next_value::<IgnoredAny>()?;
                         t.data = Some(Data::default());
@@ -381,7 +389,9 @@ impl<'de> Visitor<'de> for Values<'_> {
         Ok(())
     }
     fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
-        self.value(None, || format!("{:?}", s.chars().take(40).collect::<String>()));
+        self.value(None, || {
+            format!("{:?}", s.chars().take(40).collect::<String>())
+        });
         Ok(())
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {

@@ -152,7 +152,13 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(stream, app.clone(), limits, stop_rx.clone(), slot));
+        tokio::spawn(connection(
+            stream,
+            app.clone(),
+            limits,
+            stop_rx.clone(),
+            slot,
+        ));
     }
     drop(listener);
     let _ = stop_tx.send(true);

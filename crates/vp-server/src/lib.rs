@@ -175,7 +175,12 @@ where
     }
     tokio::task::spawn_blocking(move || decode(&body, &ctx))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("decode task: {e}")))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("decode task: {e}"),
+            )
+        })
 }
 
 /// Reply for requests that ran past the server's request timeout.

@@ -23,7 +23,9 @@ pub struct Shedder {
 
 /// The request was refused because the server is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("server is at capacity ({in_flight} requests in flight, {queued} queued); retry after a second")]
+#[error(
+    "server is at capacity ({in_flight} requests in flight, {queued} queued); retry after a second"
+)]
 pub struct Overloaded {
     pub in_flight: usize,
     pub queued: usize,
@@ -87,7 +89,10 @@ impl Shedder {
 
 /// The 503 reply for a refused request: `Retry-After: 1` and the OIP error body.
 pub fn overloaded_reply(e: &Overloaded) -> Response {
-    crate::error_reply(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+    crate::error_reply(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        e.to_string(),
+    ))
 }
 
 /// What admitting one request to an inference route takes: a slot (or queue place) and memory for its body.
@@ -110,7 +115,8 @@ pub struct BodyCost {
 impl BodyCost {
     pub fn of(&self, content_length: Option<u64>) -> u64 {
         let body = content_length.map_or(self.limit, |n| n.min(self.limit));
-        body.saturating_mul(self.per_byte).saturating_add(self.fixed)
+        body.saturating_mul(self.per_byte)
+            .saturating_add(self.fixed)
     }
 
     /// The most any one request can need.
@@ -177,12 +183,10 @@ mod tests {
     async fn a_cancelled_waiter_gives_its_queue_place_back() {
         let s = shedder(1, 1);
         let _a = s.admit().await.expect("slot");
-        let waited =
-            tokio::time::timeout(std::time::Duration::from_millis(20), s.admit()).await;
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(20), s.admit()).await;
         assert!(waited.is_err(), "should still be waiting");
         assert_eq!(s.waiting.load(Ordering::SeqCst), 0);
-        let again =
-            tokio::time::timeout(std::time::Duration::from_millis(20), s.admit()).await;
+        let again = tokio::time::timeout(std::time::Duration::from_millis(20), s.admit()).await;
         assert!(again.is_err(), "queued again, not refused");
         assert_eq!(s.shed.get(), 0);
     }

@@ -14,9 +14,9 @@ use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use tokio::sync::Semaphore;
 use vp_core::oip::topk_response;
 use vp_core::{InputSpec, decode_request, k_from_request, top_k};
 use vp_infer::Model;
@@ -119,12 +119,10 @@ impl AppState {
         let out = match inline {
             Some(r) => r,
             None => {
-                let slot = self
-                    .worker
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                let slot =
+                    self.worker.clone().acquire_owned().await.map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                    })?;
                 let model = self.model.clone();
                 tokio::task::spawn_blocking(move || {
                     let _slot = slot;

@@ -7,7 +7,7 @@ mod loader;
 mod metrics;
 
 pub use args::Args;
-pub use loader::{LoadError, sha256_file};
+pub use loader::LoadError;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -27,7 +27,11 @@ fn post(port: u16, path: &str, body: &[u8]) -> (u16, bool) {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out);
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let retry = text
         .split("\r\n\r\n")
         .next()
@@ -47,14 +51,23 @@ fn proc_kib(pid: u32, key: &str) -> u64 {
 fn large_batches_from_64_clients_are_shed_while_probes_stay_fast() {
     let manifest = family_dir().join("ensemble.yaml");
     let text = std::fs::read_to_string(&manifest).expect("manifest");
-    let name = vp_core::Manifest::from_yaml(&text).expect("manifest").variants[0]
+    let name = vp_core::Manifest::from_yaml(&text)
+        .expect("manifest")
+        .variants[0]
         .name
         .clone();
     let budget_mib = 256;
     let s = start_with(
         &manifest,
         &name,
-        &["--max-batch", "256", "--max-in-flight", "4", "--max-queue", "4"],
+        &[
+            "--max-batch",
+            "256",
+            "--max-in-flight",
+            "4",
+            "--max-queue",
+            "4",
+        ],
     );
     let pid = s.child.id();
     let n = 256;
@@ -73,7 +86,8 @@ fn large_batches_from_64_clients_are_shed_while_probes_stay_fast() {
             let mut times = Vec::new();
             while !stop.load(Ordering::SeqCst) {
                 let t = Instant::now();
-                let st = common::http::blocking_get(&format!("http://127.0.0.1:{port}/v2/health/ready"));
+                let st =
+                    common::http::blocking_get(&format!("http://127.0.0.1:{port}/v2/health/ready"));
                 times.push((t.elapsed(), st));
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -120,13 +134,22 @@ fn large_batches_from_64_clients_are_shed_while_probes_stay_fast() {
         }
     }
     assert!(ok > 0, "nothing was answered");
-    assert!(shed > 0, "nothing was shed at 64 clients with 4 in flight + 4 queued");
-    assert!(probes.iter().all(|(_, st)| *st == Ok(200)), "a readiness probe failed");
+    assert!(
+        shed > 0,
+        "nothing was shed at 64 clients with 4 in flight + 4 queued"
+    );
+    assert!(
+        probes.iter().all(|(_, st)| *st == Ok(200)),
+        "a readiness probe failed"
+    );
     assert!(
         probe_ms[probe_ms.len() - 1] < 1000.0,
         "a readiness probe took longer than the kubelet's 1 s timeout"
     );
-    assert!(peak < budget_mib * 1024, "peak RSS {peak} KiB over the budget");
+    assert!(
+        peak < budget_mib * 1024,
+        "peak RSS {peak} KiB over the budget"
+    );
     // Still alive and serving.
     assert_eq!(post(port, &path, &body).0, 200);
     let metrics = common::http::raw(port, "GET", "/metrics", b"").1;

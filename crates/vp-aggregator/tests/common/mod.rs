@@ -207,7 +207,6 @@ pub fn fake_spec(name: &str, top: usize, p: f32) -> Fake {
     }
 }
 
-
 /// A `/proc/PID/status` field in KiB (`VmRSS`, `VmHWM`).
 pub fn proc_kib(pid: u32, key: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");

@@ -127,4 +127,3 @@ pub mod http {
         Ok(parse(&out).0)
     }
 }
-
