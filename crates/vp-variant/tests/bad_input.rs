@@ -248,23 +248,34 @@ fn a_model_that_does_not_match_its_sha256_is_refused() {
     let dir = std::env::temp_dir().join(format!("vp-variant-sha-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp");
     std::fs::copy(&manifest, dir.join("ensemble.yaml")).expect("copy manifest");
-    let mut bytes = std::fs::read(src.join(file)).expect("model");
-    bytes.push(0);
-    std::fs::write(dir.join(file), bytes).expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_vp-variant"))
-        .args([
-            "--manifest",
-            &dir.join("ensemble.yaml").display().to_string(),
-            "--variant",
-            &name,
-        ])
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .output()
-        .expect("run");
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let original = std::fs::read(src.join(file)).expect("model");
+    let run = |bytes: &[u8]| {
+        std::fs::write(dir.join(file), bytes).expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_vp-variant"))
+            .args([
+                "--manifest",
+                &dir.join("ensemble.yaml").display().to_string(),
+                "--variant",
+                &name,
+            ])
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .output()
+            .expect("run");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    // Same size, one byte changed: the checksum does not match.
+    let mut flipped = original.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0xFF;
+    let err = run(&flipped);
     assert!(err.contains("sha256") && err.contains("refusing"), "{err}");
+    // One byte longer than the manifest says: refused before it is read or hashed.
+    let mut longer = original;
+    longer.push(0);
+    let err = run(&longer);
+    assert!(err.contains("larger than") && err.contains("refusing"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
