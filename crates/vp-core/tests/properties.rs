@@ -5,7 +5,9 @@
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use vp_core::{InputError, InputSpec, KValue, RequestError, decode_request, k_from_request, validate_k};
+use vp_core::{
+    InputError, InputSpec, KValue, RequestError, decode_request, k_from_request, validate_k,
+};
 
 fn spec() -> InputSpec {
     InputSpec {
@@ -18,7 +20,11 @@ fn spec() -> InputSpec {
 /// Serialises a request with the tensor's keys in the given order and the data flat or nested per sample.
 fn body(n: usize, data: &[u8], shape_first: bool, nested: bool, k: Option<i64>) -> Vec<u8> {
     let values: Value = if nested {
-        json!(data.chunks(6).map(|s| json!([[&s[..3], &s[3..]]])).collect::<Vec<_>>())
+        json!(
+            data.chunks(6)
+                .map(|s| json!([[&s[..3], &s[3..]]]))
+                .collect::<Vec<_>>()
+        )
     } else {
         json!(data)
     };
@@ -28,7 +34,9 @@ fn body(n: usize, data: &[u8], shape_first: bool, nested: bool, k: Option<i64>) 
     } else {
         format!(r#"{{"data":{values},"datatype":"UINT8","name":"image","shape":{shape}}}"#)
     };
-    let params = k.map(|k| format!(r#","parameters":{{"k":{k}}}"#)).unwrap_or_default();
+    let params = k
+        .map(|k| format!(r#","parameters":{{"k":{k}}}"#))
+        .unwrap_or_default();
     format!(r#"{{"id":"r","inputs":[{tensor}]{params}}}"#).into_bytes()
 }
 
