@@ -460,3 +460,15 @@ async fn classify_inner(
         k,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_timeout_covers_the_deadline() {
+        assert_eq!(request_timeout(10_000, 200), Duration::from_secs(10));
+        assert_eq!(request_timeout(10_000, 60_000), Duration::from_secs(61));
+        assert_eq!(request_timeout(0, u64::MAX), Duration::from_millis(u64::MAX));
+    }
+}

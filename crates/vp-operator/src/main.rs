@@ -163,9 +163,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     });
     let http_stop = stopped(stop_rx.clone());
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(http_stop)
-            .await
+        http::serve(listener, app, http_stop).await
     });
 
     let identity = args

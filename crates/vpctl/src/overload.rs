@@ -43,6 +43,9 @@ pub struct OverloadArgs {
     pub json: Option<PathBuf>,
 }
 
+/// Closed-loop clients used to measure the saturating load (enough to keep the server busy at all times).
+const SATURATION_CLIENTS: usize = 16;
+
 /// One measurement.
 #[derive(Debug, Serialize)]
 struct Run {
@@ -244,7 +247,7 @@ pub async fn overload(a: OverloadArgs) -> Result<(), CliError> {
         &http,
         &format!("{}{path}", on.url),
         body.clone(),
-        4,
+        SATURATION_CLIENTS,
         a.seconds.min(5),
     )
     .await;
@@ -255,7 +258,7 @@ pub async fn overload(a: OverloadArgs) -> Result<(), CliError> {
     }
     let rps = sat * a.factor;
     println!(
-        "overload: {variant}, batch {n}, saturating load {sat:.0} requests/s (4 closed-loop clients), offering {rps:.0} requests/s for {} s each; load average {}",
+        "overload: {variant}, batch {n}, saturating load {sat:.0} requests/s ({SATURATION_CLIENTS} closed-loop clients), offering {rps:.0} requests/s for {} s each; load average {}",
         a.seconds,
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
