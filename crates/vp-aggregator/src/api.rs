@@ -469,6 +469,9 @@ mod tests {
     fn the_request_timeout_covers_the_deadline() {
         assert_eq!(request_timeout(10_000, 200), Duration::from_secs(10));
         assert_eq!(request_timeout(10_000, 60_000), Duration::from_secs(61));
-        assert_eq!(request_timeout(0, u64::MAX), Duration::from_millis(u64::MAX));
+        assert_eq!(
+            request_timeout(0, u64::MAX),
+            Duration::from_millis(u64::MAX)
+        );
     }
 }

@@ -406,5 +406,9 @@ async fn a_deadline_longer_than_the_request_timeout_gives_a_degraded_answer_not_
     let (st, v) = infer(&agg, &image_request(None)).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["parameters"]["variants"], json!(["v0"]));
-    assert!(t.elapsed() >= Duration::from_millis(800), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        t.elapsed()
+    );
 }

@@ -162,9 +162,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         ready: ready.clone(),
     });
     let http_stop = stopped(stop_rx.clone());
-    let server = tokio::spawn(async move {
-        http::serve(listener, app, http_stop).await
-    });
+    let server = tokio::spawn(async move { http::serve(listener, app, http_stop).await });
 
     let identity = args
         .identity

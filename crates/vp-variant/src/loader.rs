@@ -27,7 +27,9 @@ pub enum LoadError {
         expected: String,
         actual: String,
     },
-    #[error("{path}: the file is larger than the {expected} bytes the manifest says; refusing to read it")]
+    #[error(
+        "{path}: the file is larger than the {expected} bytes the manifest says; refusing to read it"
+    )]
     Size { path: PathBuf, expected: u64 },
     #[error(transparent)]
     Infer(#[from] InferError),

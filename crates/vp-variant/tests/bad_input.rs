@@ -274,7 +274,10 @@ fn a_model_that_does_not_match_its_sha256_is_refused() {
     let mut longer = original;
     longer.push(0);
     let err = run(&longer);
-    assert!(err.contains("larger than") && err.contains("refusing"), "{err}");
+    assert!(
+        err.contains("larger than") && err.contains("refusing"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
