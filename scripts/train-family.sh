@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates a variant family from its config: trains the variants jointly and the baseline (two concurrent
+# Regenerates a variant family from its config: trains the variants (jointly, or one after the other when they are
+# trained independently) and the baseline (two concurrent
 # processes, one CPU thread each; both resume from checkpoints in models/runs/<family>/), then exports ONNX,
 # evaluates with ONNX Runtime and writes ensemble.yaml. Logs: models/runs/<family>/{variants,baseline,build}.log
 # Usage: scripts/train-family.sh models/configs/fmnist.yaml [OUT_DIR]   (OUT_DIR defaults to models/<family>)

@@ -1,5 +1,6 @@
 //! Image input for `/v1/classify`: decodes a PNG or JPEG file and converts it to the family's input spec
-//! (grayscale, resized to H x W, one uint8 per pixel), the same bytes the data set stores. Decoding is done in
+//! (grayscale or planar RGB by the channel count, resized to H x W, one uint8 per value), the same bytes the data
+//! set stores. Decoding is done in
 //! two steps so memory stays bounded: [`inspect`] reads only the header and says how much memory decoding will
 //! take (the caller reserves it from the server's budget, or refuses), then [`image_to_sample`] decodes with
 //! exactly that allowance. Truncated files are refused rather than classified from a half-grey picture.
@@ -22,7 +23,7 @@ pub enum ImageError {
     #[error("the {0} file is truncated (it does not end with the format's end marker)")]
     Truncated(&'static str),
     #[error(
-        "this family takes {0}-channel input; /v1/classify supports 1-channel (grayscale) families only"
+        "this family takes {0}-channel input; /v1/classify supports 1-channel (grayscale) and 3-channel (RGB) families"
     )]
     Channels(usize),
     #[error("image is larger than {max}x{max} pixels")]
@@ -83,8 +84,8 @@ fn reader(
 const HEADER_ALLOC: u64 = 4 << 20;
 
 /// Reads the header of `bytes` without decoding pixels: format, size, and the memory a decode would take (the
-/// decoded picture in its own pixel format, the decoder's working copy of the same size, the grayscale copy,
-/// and 1 MiB for the decoder's buffers).
+/// decoded picture in its own pixel format, the decoder's working copy of the same size, the converted copy at
+/// up to 3 bytes per pixel, and 1 MiB for the decoder's buffers).
 pub fn inspect(bytes: &[u8]) -> Result<ImageHeader, ImageError> {
     let (format, name) = format_of(bytes)?;
     if !complete(bytes, format) {
@@ -107,7 +108,7 @@ pub fn inspect(bytes: &[u8]) -> Result<ImageHeader, ImageError> {
     let decode_bytes = decoder
         .total_bytes()
         .saturating_mul(2)
-        .saturating_add(pixels)
+        .saturating_add(pixels.saturating_mul(3))
         .saturating_add(1 << 20);
     Ok(ImageHeader {
         format: name,
@@ -121,7 +122,7 @@ pub fn inspect(bytes: &[u8]) -> Result<ImageHeader, ImageError> {
 /// what [`inspect`] reported.
 pub fn image_to_sample(bytes: &[u8], chw: [usize; 3]) -> Result<Vec<u8>, ImageError> {
     let [c, h, w] = chw;
-    if c != 1 {
+    if c != 1 && c != 3 {
         return Err(ImageError::Channels(c));
     }
     let header = inspect(bytes)?;
@@ -135,19 +136,39 @@ pub fn image_to_sample(bytes: &[u8], chw: [usize; 3]) -> Result<Vec<u8>, ImageEr
                 message: other.to_string(),
             },
         })?;
+    if c == 3 {
+        // Colour families (manifest input.color: rgb): planar R, G, B, as the toolchain's image-folder loader.
+        let rgb = fit(img.to_rgb8(), w, h);
+        let plane = w * h;
+        let mut out = vec![0u8; 3 * plane];
+        for (i, px) in rgb.pixels().enumerate() {
+            for ch in 0..3 {
+                out[ch * plane + i] = px.0[ch];
+            }
+        }
+        return Ok(out);
+    }
     let gray = img.to_luma8();
     drop(img);
-    let resized = if gray.width() as usize == w && gray.height() as usize == h {
-        gray
+    Ok(fit(gray, w, h).into_raw())
+}
+
+/// The image at exactly `w` x `h` (bilinear when it must be resized).
+fn fit<P: image::Pixel<Subpixel = u8> + 'static>(
+    img: image::ImageBuffer<P, Vec<u8>>,
+    w: usize,
+    h: usize,
+) -> image::ImageBuffer<P, Vec<u8>> {
+    if img.width() as usize == w && img.height() as usize == h {
+        img
     } else {
         image::imageops::resize(
-            &gray,
+            &img,
             w as u32,
             h as u32,
             image::imageops::FilterType::Triangle,
         )
-    };
-    Ok(resized.into_raw())
+    }
 }
 
 #[cfg(test)]
@@ -186,7 +207,23 @@ mod tests {
     fn header_reports_the_decode_memory_before_decoding() {
         let h = inspect(&png(300, 200, 5)).expect("header");
         assert_eq!((h.format, h.width, h.height), ("PNG", 300, 200));
-        assert_eq!(h.decode_bytes, 2 * 60_000 + 60_000 + (1 << 20));
+        assert_eq!(h.decode_bytes, 2 * 60_000 + 3 * 60_000 + (1 << 20));
+    }
+
+    #[test]
+    fn colour_png_becomes_planar_rgb_for_three_channel_families() {
+        let img = image::RgbImage::from_pixel(7, 5, image::Rgb([200, 30, 90]));
+        let mut out = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .expect("encode");
+        let sample = image_to_sample(&out, [3, 4, 4]).expect("ok");
+        assert_eq!(sample.len(), 48);
+        assert!(sample[..16].iter().all(|&v| v == 200));
+        assert!(sample[16..32].iter().all(|&v| v == 30));
+        assert!(sample[32..].iter().all(|&v| v == 90));
+        // A grayscale file for a colour family: every channel carries the gray value.
+        let sample = image_to_sample(&png(4, 4, 77), [3, 4, 4]).expect("ok");
+        assert!(sample.iter().all(|&v| v == 77));
     }
 
     #[test]
@@ -224,8 +261,8 @@ mod tests {
             Err(ImageError::Decode { .. })
         ));
         assert!(matches!(
-            image_to_sample(&p, [3, 28, 28]),
-            Err(ImageError::Channels(3))
+            image_to_sample(&p, [2, 28, 28]),
+            Err(ImageError::Channels(2))
         ));
     }
 

@@ -170,12 +170,13 @@ impl AggregatorConfig {
         self.model_name.as_deref().unwrap_or(&m.family)
     }
 
-    /// The combiner this config asks for.
+    /// The combiner this config asks for: the config's `weights` where given, else the manifest's vote weights
+    /// (so the served vote is the one the manifest's accuracy tables describe).
     pub fn combiner(&self, m: &Manifest) -> Combiner {
         let weights = m
             .variants
             .iter()
-            .map(|v| self.weights.get(&v.name).copied().unwrap_or(1.0))
+            .map(|v| self.weights.get(&v.name).copied().unwrap_or(v.vote_weight))
             .collect();
         Combiner::new(self.combine, m.classes(), weights)
     }
@@ -217,6 +218,22 @@ mod tests {
         c.validate(&manifest()).expect("valid");
         assert_eq!(c.combine, CombineRule::Majority);
         assert!(format!("{:?}", c.combiner(&manifest())).contains("[1.0, 1.0, 2.5]"));
+    }
+
+    #[test]
+    fn manifest_vote_weights_are_the_default_and_config_weights_override_them() {
+        let text = sample_yaml().replacen(
+            "accuracy: 0.81\n",
+            "accuracy: 0.81\n    vote_weight: 0.25\n",
+            1,
+        );
+        let m = Manifest::from_yaml(&text).expect("manifest");
+        assert_eq!(m.vote_weights(), vec![1.0, 0.25, 1.0]);
+        let plain = AggregatorConfig::from_yaml(OK).expect("ok");
+        assert!(format!("{:?}", plain.combiner(&m)).contains("[1.0, 0.25, 1.0]"));
+        let y = format!("{OK}weights: {{v1: 2.0}}\n");
+        let over = AggregatorConfig::from_yaml(&y).expect("ok");
+        assert!(format!("{:?}", over.combiner(&m)).contains("[1.0, 2.0, 1.0]"));
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub struct Dataset {
     pub name: String,
     pub classes: Vec<String>,
     pub test_samples: u64,
+    /// Folder (relative to the manifest) with the test split as IDX files, for families trained on an image
+    /// folder; absent for data sets installed elsewhere (Fashion-MNIST).
+    #[serde(default)]
+    pub test_split: Option<String>,
 }
 
 /// The models' single input tensor.
@@ -79,6 +83,14 @@ pub struct ModelEntry {
     pub params: u64,
     pub macs: u64,
     pub accuracy: f64,
+    /// This variant's weight in the soft vote (fitted on the validation split by the toolchain); 1 when absent.
+    /// The manifest's subset and top-k tables were computed with these weights.
+    #[serde(default = "unit_weight")]
+    pub vote_weight: f64,
+}
+
+fn unit_weight() -> f64 {
+    1.0
 }
 
 /// Accuracy of one non-empty subset of variants.
@@ -155,12 +167,25 @@ impl Manifest {
                     v.name
                 ));
             }
+            if !(v.vote_weight.is_finite() && v.vote_weight > 0.0) {
+                return Err(format!(
+                    "model {:?}: vote_weight must be a positive number, got {}",
+                    v.name, v.vote_weight
+                ));
+            }
             if v.file.is_empty() || v.file.contains("..") {
                 return Err(format!(
                     "model {:?}: file {:?} must be a plain relative path",
                     v.name, v.file
                 ));
             }
+        }
+        if let Some(split) = &self.dataset.test_split
+            && (split.is_empty() || split.starts_with('/') || split.contains(".."))
+        {
+            return Err(format!(
+                "dataset.test_split {split:?} must be a plain relative folder"
+            ));
         }
         let n = self.variants.len();
         let expected_rows = (1usize << n) - 1;
@@ -194,6 +219,11 @@ impl Manifest {
             ));
         }
         Ok(())
+    }
+
+    /// The variants' vote weights in family order (the weights the manifest's tables were computed with).
+    pub fn vote_weights(&self) -> Vec<f64> {
+        self.variants.iter().map(|v| v.vote_weight).collect()
     }
 
     /// Number of classes.
@@ -323,6 +353,24 @@ pub(crate) mod tests {
         }
         s += "topk:\n  - k: 1\n    accuracy: 0.85\ntraining:\n  seed: 0\n  config: {a: 1}\n";
         s
+    }
+
+    #[test]
+    fn vote_weights_default_to_one_and_must_be_positive() {
+        let m = Manifest::from_yaml(&sample_yaml()).expect("manifest");
+        assert_eq!(m.vote_weights(), vec![1.0; 3]);
+        for bad in ["0", "-0.5", ".nan", ".inf"] {
+            let text = sample_yaml().replacen(
+                "accuracy: 0.8\n",
+                &format!("accuracy: 0.8\n    vote_weight: {bad}\n"),
+                1,
+            );
+            let err = Manifest::from_yaml(&text).expect_err(bad).to_string();
+            assert!(
+                err.contains("vote_weight must be a positive number"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

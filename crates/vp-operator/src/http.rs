@@ -1,13 +1,13 @@
 //! The operator's HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the process is alive) and
-//! `/readyz` (caches synced and the controller running, or standing by as a non-leader). Served with the data
-//! plane's connection limits (header-read and idle timeouts, a connection cap) so slow or idle scrapers cannot
-//! pile up connections.
+//! `/readyz` (caches synced and the controller running, or standing by as a non-leader). The metrics encoding
+//! is the data plane's (vp-server), and so are the connection limits (header-read and idle timeouts, a
+//! connection cap), so slow or idle scrapers cannot pile up connections.
 
 use crate::metrics::Metrics;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,11 +46,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
+async fn metrics(State(s): State<AppState>) -> Response {
+    vp_server::metrics_response(s.metrics.registry())
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {

@@ -270,7 +270,7 @@ pub async fn eval(a: EvalArgs) -> Result<(), CliError> {
 
 fn request_body(image: &[u8], set: &TestSet, k: Option<usize>) -> Vec<u8> {
     let mut v = serde_json::json!({
-        "inputs": [{"name": "image", "shape": [1, 1, set.rows, set.cols], "datatype": "UINT8", "data": image}]
+        "inputs": [{"name": "image", "shape": [1, set.channels, set.rows, set.cols], "datatype": "UINT8", "data": image}]
     });
     if let Some(k) = k {
         v["parameters"] = serde_json::json!({ "k": k });

@@ -1,5 +1,5 @@
 //! Reads the gzip'd IDX files of a data set's test split (the Fashion-MNIST format: images `[n, rows, cols]`
-//! uint8, labels `[n]` uint8).
+//! uint8, or `[n, channels, rows, cols]` (magic 2052) for colour sets written by the toolchain; labels `[n]` uint8).
 
 use crate::CliError;
 use flate2::read::GzDecoder;
@@ -11,6 +11,7 @@ pub const DEFAULT_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
 /// A labelled test split.
 pub struct TestSet {
+    pub channels: usize,
     pub rows: usize,
     pub cols: usize,
     /// `n * rows * cols` bytes.
@@ -23,13 +24,19 @@ impl TestSet {
         self.labels.len()
     }
 
+    /// Bytes of one sample (`channels * rows * cols`).
+    pub fn sample_len(&self) -> usize {
+        self.channels * self.rows * self.cols
+    }
+
     /// The bytes of sample `i`.
     pub fn image(&self, i: usize) -> &[u8] {
-        let s = self.rows * self.cols;
+        let s = self.sample_len();
         &self.images[i * s..(i + 1) * s]
     }
 
-    /// Loads `t10k-images-idx3-ubyte.gz` and `t10k-labels-idx1-ubyte.gz` from `dir`.
+    /// Loads `t10k-images-idx3-ubyte.gz` (or `t10k-images-idx4-ubyte.gz`) and `t10k-labels-idx1-ubyte.gz` from
+    /// `dir`.
     pub fn load(dir: &Path) -> Result<Self, CliError> {
         let read = |name: &str| -> Result<Vec<u8>, CliError> {
             let p: PathBuf = dir.join(name);
@@ -45,10 +52,12 @@ impl TestSet {
             })?;
             Ok(out)
         };
-        parse(
-            &read("t10k-images-idx3-ubyte.gz")?,
-            &read("t10k-labels-idx1-ubyte.gz")?,
-        )
+        let images = if dir.join("t10k-images-idx4-ubyte.gz").is_file() {
+            read("t10k-images-idx4-ubyte.gz")?
+        } else {
+            read("t10k-images-idx3-ubyte.gz")?
+        };
+        parse(&images, &read("t10k-labels-idx1-ubyte.gz")?)
     }
 }
 
@@ -60,27 +69,36 @@ fn be_u32(b: &[u8], at: usize) -> Option<usize> {
 /// Parses decompressed IDX image and label files.
 pub fn parse(images: &[u8], labels: &[u8]) -> Result<TestSet, CliError> {
     let bad = |m: &str| CliError::msg(format!("invalid IDX data: {m}"));
-    if be_u32(images, 0) != Some(2051) {
-        return Err(bad("image file magic is not 2051"));
-    }
+    let dims = match be_u32(images, 0) {
+        Some(2051) => 3,
+        Some(2052) => 4,
+        _ => return Err(bad("image file magic is not 2051 (idx3) or 2052 (idx4)")),
+    };
     if be_u32(labels, 0) != Some(2049) {
         return Err(bad("label file magic is not 2049"));
     }
-    let (n, rows, cols) = (
-        be_u32(images, 4).ok_or_else(|| bad("short header"))?,
-        be_u32(images, 8).ok_or_else(|| bad("short header"))?,
-        be_u32(images, 12).ok_or_else(|| bad("short header"))?,
-    );
+    let header: Vec<usize> = (0..dims)
+        .map(|i| be_u32(images, 4 + 4 * i).ok_or_else(|| bad("short header")))
+        .collect::<Result<_, _>>()?;
+    let (n, channels, rows, cols) = match header[..] {
+        [n, r, c] => (n, 1, r, c),
+        [n, ch, r, c] => (n, ch, r, c),
+        _ => return Err(bad("unexpected number of dimensions")),
+    };
     let nl = be_u32(labels, 4).ok_or_else(|| bad("short header"))?;
     if n != nl {
         return Err(bad("image and label counts differ"));
     }
-    let body = images.get(16..).ok_or_else(|| bad("short image file"))?;
+    let body = images
+        .get(4 + 4 * dims..)
+        .ok_or_else(|| bad("short image file"))?;
     let lbody = labels.get(8..).ok_or_else(|| bad("short label file"))?;
-    if body.len() != n * rows * cols || lbody.len() != n {
+    let size = n.checked_mul(channels * rows * cols);
+    if size != Some(body.len()) || lbody.len() != n {
         return Err(bad("file length does not match its header"));
     }
     Ok(TestSet {
+        channels,
         rows,
         cols,
         images: body.to_vec(),
@@ -111,6 +129,21 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(t.image(1), &[3, 4]);
         assert_eq!(t.labels, vec![7, 9]);
+    }
+
+    #[test]
+    fn parses_a_colour_set() {
+        let body: Vec<u8> = (0..24).collect();
+        let t = parse(&idx(2052, &[2, 3, 2, 2], &body), &idx(2049, &[2], &[1, 0])).expect("ok");
+        assert_eq!((t.len(), t.channels, t.sample_len()), (2, 3, 12));
+        assert_eq!(t.image(1), &body[12..]);
+        assert!(
+            parse(
+                &idx(2052, &[2, 3, 2, 2], &body[1..]),
+                &idx(2049, &[2], &[1, 0])
+            )
+            .is_err()
+        );
     }
 
     #[test]

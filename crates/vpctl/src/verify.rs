@@ -5,24 +5,26 @@
 use crate::CliError;
 use crate::testset::{DEFAULT_DIR, TestSet};
 use std::path::{Path, PathBuf};
-use vp_core::{Combiner, Manifest, TopK, top_k};
+use vp_core::{CombineRule, Combiner, Manifest, TopK, top_k};
 use vp_infer::Model;
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     /// The family's ensemble.yaml.
     pub manifest: PathBuf,
-    /// Folder with t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz.
-    #[arg(long, default_value = DEFAULT_DIR)]
-    pub data_dir: PathBuf,
+    /// Folder with t10k-images-idx3-ubyte.gz (or -idx4-) and t10k-labels-idx1-ubyte.gz. Default: the manifest's
+    /// `dataset.test_split` folder (image-folder families ship their test split), else Fashion-MNIST's.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// Samples per ONNX Runtime run.
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
     /// ONNX Runtime intra-op threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Largest accepted difference, as a fraction (0.0005 = 0.05 percentage points).
-    #[arg(long, default_value_t = 0.0005)]
+    /// Largest accepted difference, as a fraction of the test samples (0 = every accuracy exactly as in the
+    /// manifest, i.e. the same number of correct answers).
+    #[arg(long, default_value_t = 0.0)]
     pub tolerance: f64,
 }
 
@@ -77,20 +79,20 @@ fn accuracy(pred: impl Iterator<Item = usize>, labels: &[u8]) -> f64 {
     correct as f64 / labels.len().max(1) as f64
 }
 
-/// Accuracy of the soft vote over `members` (family indices), each sending its top-`k` rows.
+/// Accuracy of the soft vote over `members` (family indices), each sending its top-`k` rows, weighted by the
+/// manifest's vote weights (the combiner the aggregator builds from the same manifest).
 fn vote_accuracy(
     ranked: &[Vec<TopK>],
     members: &[usize],
     k: usize,
-    classes: usize,
+    combiner: &Combiner,
     labels: &[u8],
 ) -> f64 {
-    let combiner = Combiner::soft_vote(classes, ranked.len());
     let pred = (0..labels.len()).map(|i| {
         let cut: Vec<TopK> = members
             .iter()
             .map(|&v| TopK {
-                entries: ranked[v][i].entries[..k.min(classes)].to_vec(),
+                entries: ranked[v][i].entries[..k.min(ranked[v][i].entries.len())].to_vec(),
             })
             .collect();
         let replies: Vec<(usize, &TopK)> = members.iter().copied().zip(cut.iter()).collect();
@@ -111,7 +113,24 @@ struct Check {
 pub async fn verify(a: VerifyArgs) -> Result<(), CliError> {
     let m = read_manifest(&a.manifest)?;
     let dir = a.manifest.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let set = TestSet::load(&a.data_dir)?;
+    let data_dir = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| match &m.dataset.test_split {
+            Some(split) => dir.join(split),
+            None => PathBuf::from(DEFAULT_DIR),
+        });
+    let set = TestSet::load(&data_dir)?;
+    if set.sample_len() != m.input.shape.iter().product::<usize>() {
+        return Err(CliError::msg(format!(
+            "{}: samples are {}x{}x{}, the models take {:?}",
+            data_dir.display(),
+            set.channels,
+            set.rows,
+            set.cols,
+            m.input.shape
+        )));
+    }
     if set.len() as u64 != m.dataset.test_samples {
         return Err(CliError::msg(format!(
             "the manifest was measured on {} test samples, the data set has {}",
@@ -148,6 +167,7 @@ pub async fn verify(a: VerifyArgs) -> Result<(), CliError> {
             ranked.push(rows);
         }
     }
+    let combiner = Combiner::new(CombineRule::SoftVote, classes, m.vote_weights());
     for row in &m.subsets {
         let members: Vec<usize> = row
             .variants
@@ -158,13 +178,13 @@ pub async fn verify(a: VerifyArgs) -> Result<(), CliError> {
         checks.push(Check {
             what: format!("subset {label} full"),
             manifest: row.accuracy,
-            measured: vote_accuracy(&ranked, &members, classes, classes, &set.labels),
+            measured: vote_accuracy(&ranked, &members, classes, &combiner, &set.labels),
         });
         for (i, want) in row.topk_accuracy.iter().enumerate() {
             checks.push(Check {
                 what: format!("subset {label} top-{}", i + 1),
                 manifest: *want,
-                measured: vote_accuracy(&ranked, &members, i + 1, classes, &set.labels),
+                measured: vote_accuracy(&ranked, &members, i + 1, &combiner, &set.labels),
             });
         }
     }
@@ -173,7 +193,7 @@ pub async fn verify(a: VerifyArgs) -> Result<(), CliError> {
         checks.push(Check {
             what: format!("ensemble top-{}", row.k),
             manifest: row.accuracy,
-            measured: vote_accuracy(&ranked, &all, row.k, classes, &set.labels),
+            measured: vote_accuracy(&ranked, &all, row.k, &combiner, &set.labels),
         });
     }
     let mut bad = 0;
@@ -183,7 +203,10 @@ pub async fn verify(a: VerifyArgs) -> Result<(), CliError> {
     );
     for c in &checks {
         let diff = c.measured - c.manifest;
-        let ok = diff.abs() <= a.tolerance + 1e-12;
+        // The manifest rounds accuracies to 6 decimals: compare as counts of correctly answered samples.
+        let n = set.len() as f64;
+        let ok = ((c.measured * n).round() - (c.manifest * n).round()).abs()
+            <= (a.tolerance * n).round();
         if !ok {
             bad += 1;
         }

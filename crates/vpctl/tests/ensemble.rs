@@ -70,7 +70,7 @@ fn rust_evaluation_reproduces_the_manifest_accuracy() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains(", 0 outside 0.05 points"), "{stdout}");
+    assert!(stdout.contains(", 0 outside 0 points"), "{stdout}");
 }
 
 /// A `vpctl run` process with its own state folder and free ports; stopped with SIGTERM on drop.

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from vptrain import combine
 
@@ -64,3 +68,41 @@ def test_subset_table_matches_direct_votes() -> None:
     assert len(last["topk_accuracy"]) == 5
     # Top-5 of 10 classes keeps most of the mass: close to, but computed independently of, the full vote.
     assert last["topk_accuracy"][2] == round(combine.accuracy(combine.vote(probs, 3), labels), 6)
+
+
+VECTOR = Path(__file__).resolve().parents[3] / "crates" / "vp-core" / "testdata" / "weighted-vote.json"
+
+
+def test_shared_weighted_vote_vector() -> None:
+    """The same file is checked by the Rust combiner (crates/vp-core/tests/shared_vote_vector.rs)."""
+    cases = json.loads(VECTOR.read_text())["cases"]
+    assert len(cases) >= 40
+    for case in cases:
+        replies = [np.array([case["replies"][i]], np.float32) for i in case["answering"]]
+        weights = [case["weights"][i] for i in case["answering"]]
+        assert combine.vote(replies, case["k"], weights).tolist() == [case["expected"]], case["note"]
+    # The weights matter in the vector: the first case's answer changes with uniform weights.
+    first = cases[0]
+    uniform = combine.vote([np.array([r], np.float32) for r in first["replies"]], first["k"])
+    assert uniform.tolist() != [first["expected"]]
+
+
+def test_weights_scale_each_reply() -> None:
+    a = np.array([[0.6, 0.4]], np.float32)
+    b = np.array([[0.45, 0.55]], np.float32)
+    assert combine.vote([a, b]).tolist() == [0]
+    assert combine.vote([a, b], weights=[1.0, 3.0]).tolist() == [1]
+    with pytest.raises(ValueError):
+        combine.vote([a, b], weights=[1.0])
+
+
+def test_fitted_weights_favour_the_better_member() -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 10, 2000)
+    good = np.full((2000, 10), 0.02, np.float32)
+    good[np.arange(2000), labels] = 0.82
+    noise = rng.dirichlet(np.ones(10), size=2000).astype(np.float32)
+    w = combine.fit_weights([noise, good], labels)
+    assert w[1] == 1.0 and w[0] < 0.2
+    assert all(round(v, 4) == v and v > 0 for v in w)
+    assert combine.fit_weights([good, good], labels) == [1.0, 1.0]

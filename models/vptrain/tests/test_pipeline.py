@@ -26,6 +26,29 @@ def test_manifest_is_valid_and_complete(built) -> None:
     assert len(man["subsets"]) == 7 and [r["k"] for r in man["topk"]] == [1, 2, 3, 4, 5]
     assert (out / "family.yaml").exists()
     assert man["training"]["wall_time_s"] > 0 and "hardware" in man["training"]
+    assert man["plots"] == ["curves.png", "degradation.png"]
+    for p in man["plots"]:
+        assert (out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [h["epoch"] for h in man["training"]["variants_run"]["history"]] == [1.0, 2.0, 3.0]
+    assert all("ensemble" in h for h in man["training"]["variants_run"]["history"])
+    assert set(man["targets"]) == {"param_ratio", "mac_ratio"}
+
+
+def test_baseline_is_reused_only_with_the_same_recipe(built, configs_dir: Path, tmp_path: Path) -> None:
+    out, man = built
+    work = out.parent / "work"
+    again = tmp_path / "again"
+    assert cli.main(["build", str(configs_dir / "digits-tiny.yaml"), "--out", str(again), "--work", str(work),
+                     "--baseline-from", str(out / "ensemble.yaml")]) == 0
+    man2 = manifest.read(again / "ensemble.yaml")
+    assert man2["baseline"]["sha256"] == man["baseline"]["sha256"]
+    assert man2["training"]["baseline_run"] == man["training"]["baseline_run"]
+    assert man2["training"]["baseline_reused"]["sha256"] == man["baseline"]["sha256"]
+    other = tmp_path / "other.yaml"
+    other.write_text((configs_dir / "digits-tiny.yaml").read_text().replace("lr: 0.05", "lr: 0.04"))
+    with pytest.raises(Exception, match="different recipe"):
+        cli.main(["build", str(other), "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w"),
+                  "--baseline-from", str(out / "ensemble.yaml")])
 
 
 def test_models_learned_something(built) -> None:
@@ -41,9 +64,12 @@ def test_manifest_numbers_are_reproducible_from_the_onnx_files(built) -> None:
     for v, p in zip(man["variants"], probs, strict=True):
         assert combine.accuracy(p.argmax(1), ds.test_y) == pytest.approx(v["accuracy"], abs=1e-6)
     names = [v["name"] for v in man["variants"]]
-    assert combine.subset_table(names, probs, ds.test_y) == man["subsets"]
+    weights = [v["vote_weight"] for v in man["variants"]]
+    assert man["vote"]["rule"] == "weighted soft vote" and all(0 < w <= 1 for w in weights) and max(weights) == 1
+    assert combine.subset_table(names, probs, ds.test_y, weights) == man["subsets"]
     for row in man["topk"]:
-        assert combine.accuracy(combine.vote(probs, row["k"]), ds.test_y) == pytest.approx(row["accuracy"], abs=1e-6)
+        got = combine.accuracy(combine.vote(probs, row["k"], weights), ds.test_y)
+        assert got == pytest.approx(row["accuracy"], abs=1e-6)
     for v in [*man["variants"], man["baseline"]]:
         assert max(v["ort_max_abs_diff"].values()) < 1e-5
 
@@ -91,4 +117,5 @@ def test_distillation_trains_variants_from_the_trained_baseline(tmp_path: Path, 
     assert cli.main(["train", str(cfg), "--part", "variants", "--work", str(work)]) == 0
     logits = np.load(work / "teacher_logits.npy")
     assert logits.shape == (len(data.load_digits().train_x), 10)
-    assert (work / "variants" / "final.pt").exists()
+    for name in ("w25-r8", "w35-r12", "w25-r6"):  # independently trained members: one run each
+        assert (work / "variants" / name / "final.pt").exists()

@@ -1,4 +1,4 @@
-"""Command line: `python -m vptrain {sizes,build,validate} ...`."""
+"""Command line: `python -m vptrain {sizes,build,train,validate,report,ablate} ...`."""
 
 from __future__ import annotations
 
@@ -20,15 +20,21 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", type=Path, required=True, help="folder for the ONNX files and ensemble.yaml")
     b.add_argument("--work", type=Path, required=True, help="folder for checkpoints and logs")
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the config's)")
+    b.add_argument("--baseline-from", type=Path, default=None,
+                   help="reuse the baseline of this earlier ensemble.yaml (refused unless its recipe is identical)")
     t = sub.add_parser("train", help="train one part (variants or baseline) of a family; resumes from --work")
     t.add_argument("config", type=Path)
     t.add_argument("--part", choices=["variants", "baseline"], required=True)
     t.add_argument("--work", type=Path, required=True, help="folder for checkpoints and logs")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the config's)")
+    t.add_argument("--members", default=None,
+                   help="comma-separated variants to train in this process (member_batches: independent only)")
     v = sub.add_parser("validate", help="check an ensemble.yaml against schema v1 and its files")
     v.add_argument("manifest", type=Path)
     r = sub.add_parser("report", help="print a manifest's results as markdown tables")
     r.add_argument("manifest", type=Path)
+    a = sub.add_parser("ablate", help="vote ablations (weights, temperature, leave-one-out) of a built family")
+    a.add_argument("work", type=Path, help="the family's work folder (holds val_probs.npz and test_probs.npz)")
     args = ap.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -45,13 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all(c["met"] for c in checks.values()) else 1
     if args.cmd == "train":
         cfg, ds = pipeline.load_family(args.config)
-        pipeline.train_part(pipeline.with_threads(cfg, args.threads), ds, args.work, args.part, log)
+        members = None if args.members is None else [m for m in args.members.split(",") if m]
+        pipeline.train_part(pipeline.with_threads(cfg, args.threads), ds, args.work, args.part, log, members)
+        return 0
+    if args.cmd == "ablate":
+        from . import ablate
+
+        print(ablate.table(args.work), end="")
         return 0
     if args.cmd == "report":
         print(report.markdown(manifest.read(args.manifest)), end="")
         return 0
     if args.cmd == "build":
-        pipeline.build(args.config, args.out, args.work, args.threads, log)
+        pipeline.build(args.config, args.out, args.work, args.threads, log, args.baseline_from)
         return 0
     errors = manifest.validate(manifest.read(args.manifest), args.manifest.parent)
     for e in errors:

@@ -25,7 +25,9 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 4e-5
     warmup_fraction: float = 0.05       # linear warm-up share of all steps, then cosine decay to 0
-    ensemble_weight: float = 1.0        # weight of the ensemble's CE in the joint loss
+    ensemble_weight: float = 1.0        # weight of the ensemble's CE in the joint loss (shared batches only)
+    member_batches: str = "shared"      # shared: every variant sees the same batch; independent: each its own
+                                        # shuffle order and augmentation draw (more diverse members)
     distill_weight: float = 0.0         # >0: add distill_weight * T^2 * KL(teacher || variant) per variant
     distill_temperature: float = 4.0    # T; the teacher is the trained baseline (logits on un-augmented images)
     label_smoothing: float = 0.0
@@ -84,6 +86,10 @@ def parse(raw: dict[str, Any], native_resolution: int | None = None) -> FamilyCo
                          arch_defaults)
         variants = tuple(_spec(v, arch_defaults) for v in raw["variants"])
         training = TrainConfig(**raw.get("training", {}))
+        if training.member_batches not in ("shared", "independent"):
+            raise ConfigError(f"training.member_batches must be shared or independent, got {training.member_batches!r}")
+        if training.member_batches == "independent" and training.ensemble_weight > 0:
+            raise ConfigError("training.ensemble_weight needs shared member batches (set it to 0 with independent)")
     except KeyError as e:
         raise ConfigError(f"family config lacks {e}") from e
     except TypeError as e:

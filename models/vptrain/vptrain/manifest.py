@@ -56,6 +56,9 @@ def _check_model(m: Any, where: str, folder: Path | None, errors: list[str]) -> 
         errors.append(f"{where}.sha256 is not 64 lowercase hex chars")
     if not 0.0 <= m["accuracy"] <= 1.0:
         errors.append(f"{where}.accuracy {m['accuracy']} not in [0, 1]")
+    w = m.get("vote_weight", 1.0)
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not (0.0 < w < float("inf")):
+        errors.append(f"{where}.vote_weight must be a positive number, got {w!r}")
     if folder is not None:
         f = folder / m["file"]
         if not f.is_file():
@@ -131,4 +134,17 @@ def validate(man: dict[str, Any], folder: Path | None = None) -> list[str]:
         errors.append("topk accuracies must be fractions")
     if not isinstance(man["training"], dict):
         errors.append("training must be a mapping")
+    split = man["dataset"].get("test_split")
+    if split is not None and (not isinstance(split, str) or not split or split.startswith("/") or ".." in split):
+        errors.append(f"dataset.test_split must be a plain relative folder, got {split!r}")
+    elif split is not None and folder is not None and not (folder / split).is_dir():
+        errors.append(f"dataset.test_split: {folder / split} missing")
+    if "vote_weight" in man["baseline"]:
+        errors.append("baseline.vote_weight: the baseline does not vote")
+    plots = man.get("plots", [])
+    if not isinstance(plots, list) or not all(isinstance(p, str) and p.endswith(".png") and "/" not in p
+                                              for p in plots):
+        errors.append("plots must list PNG file names")
+    elif folder is not None:
+        errors += [f"plots: {folder / p} missing" for p in plots if not (folder / p).is_file()]
     return errors

@@ -17,7 +17,7 @@ import onnxruntime as ort
 import torch
 import yaml
 
-from . import combine, config, data, export, manifest, train
+from . import combine, config, data, export, manifest, plots, targets, train
 from .arch import ArchSpec, Classifier
 from .count import count_spec
 
@@ -29,7 +29,7 @@ def load_family(path: Path) -> tuple[config.FamilyConfig, data.Dataset]:
     raw = yaml.safe_load(Path(path).read_text())
     if not isinstance(raw, dict) or "dataset" not in raw or "name" not in raw.get("dataset", {}):
         raise config.ConfigError(f"{path}: needs dataset.name")
-    ds = data.load(str(raw["dataset"]["name"]))
+    ds = data.load(str(raw["dataset"]["name"]), raw["dataset"], Path(path).resolve().parent)
     return config.parse(raw, native_resolution=ds.shape[1]), ds
 
 
@@ -84,7 +84,7 @@ def hardware(threads: int) -> str:
     return f"CPU {model}, {os.cpu_count()} logical cores, torch threads {threads} (machine shared with other jobs)"
 
 
-BASELINE_IGNORES = ("distill_weight", "distill_temperature", "ensemble_weight", "note")
+BASELINE_IGNORES = ("distill_weight", "distill_temperature", "ensemble_weight", "member_batches", "note")
 
 
 def _claim_work_dir(work_dir: Path, cfg: config.FamilyConfig, part: str) -> None:
@@ -111,8 +111,13 @@ def with_threads(cfg: config.FamilyConfig, threads: int | None) -> config.Family
 
 
 def train_part(cfg: config.FamilyConfig, ds: data.Dataset, work_dir: Path, part: str,
-               log: Log) -> tuple[list[Classifier], train.TrainResult]:
-    """Trains (or loads, when finished) the jointly trained variants or the baseline; part: variants|baseline."""
+               log: Log, members: list[str] | None = None) -> tuple[list[Classifier], train.TrainResult]:
+    """Trains (or loads, when finished) the variants or the baseline; part: variants|baseline.
+
+    With `member_batches: independent` every variant is its own run (work_dir/variants/<name>, data stream = its
+    family index + 1), one after the other; `members` limits this call to those variants (several processes can
+    share the work), and the merged result needs every member finished.
+    """
     if part not in ("variants", "baseline"):
         raise ValueError(f"part must be variants or baseline, got {part!r}")
     _claim_work_dir(work_dir, cfg, part)
@@ -120,8 +125,10 @@ def train_part(cfg: config.FamilyConfig, ds: data.Dataset, work_dir: Path, part:
     teacher = None
     if part == "variants":
         models = [build_model(s, ds, tc.seed + i) for i, s in enumerate(cfg.variants)]
-        if tc.distill_weight > 0 and not (work_dir / part / "final.pt").exists():
+        if tc.distill_weight > 0 and not _variants_done(cfg, work_dir):
             teacher = _teacher_logits(cfg, ds, work_dir, log)
+        if tc.member_batches == "independent":
+            return _train_members(cfg, ds, work_dir, models, teacher, log, members)
     else:
         models = [build_model(cfg.baseline, ds, tc.seed + 100)]
     result = train.train(models, ds, tc, work_dir / part, joint=part == "variants", log=log,
@@ -129,6 +136,50 @@ def train_part(cfg: config.FamilyConfig, ds: data.Dataset, work_dir: Path, part:
     if result is None:  # only happens with stop_after, which is not used here
         raise RuntimeError(f"{part} training stopped early; rerun to resume")
     return models, result
+
+
+def _variants_done(cfg: config.FamilyConfig, work_dir: Path) -> bool:
+    if cfg.training.member_batches == "independent":
+        return all((work_dir / "variants" / s.name / "final.pt").exists() for s in cfg.variants)
+    return (work_dir / "variants" / "final.pt").exists()
+
+
+def _train_members(cfg: config.FamilyConfig, ds: data.Dataset, work_dir: Path, models: list[Classifier],
+                   teacher: np.ndarray | None, log: Log,
+                   members: list[str] | None) -> tuple[list[Classifier], train.TrainResult]:
+    """Independently trained variants: one run each; the merged result with the ensemble's validation curve."""
+    names = [s.name for s in cfg.variants]
+    unknown = set(members or []) - set(names)
+    if unknown:
+        raise config.ConfigError(f"--members names unknown variants {sorted(unknown)} (family: {names})")
+    results = {}
+    for i, m in enumerate(models):
+        if members is not None and m.spec.name not in members:
+            continue
+        r = train.train([m], ds, cfg.training, work_dir / "variants" / m.spec.name, joint=False, log=log,
+                        teacher_logits=teacher, stream=i + 1)
+        if r is None:
+            raise RuntimeError(f"variant {m.spec.name} stopped early; rerun to resume")
+        results[m.spec.name] = r
+    if members is not None and len(results) < len(names):
+        return models, next(iter(results.values()))  # a share of the work: nothing to merge here
+    runs = [results[n] for n in names]
+    history = []
+    for e, entries in enumerate(zip(*(r.history for r in runs))):
+        row: dict[str, float] = {"epoch": entries[0]["epoch"]}
+        for n, h in zip(names, entries, strict=True):
+            row[n] = h[n]
+        probs = [np.load(work_dir / "variants" / n / f"val-probs-{e + 1}.npy")[0] for n in names]
+        _, val_idx = data.split_validation(len(ds.train_x), cfg.training.val_fraction, cfg.training.seed)
+        row["ensemble"] = round(combine.accuracy(combine.vote(probs), ds.train_y[val_idx]), 4)
+        history.append(row)
+    merged = train.TrainResult(
+        wall_time_s=round(sum(r.wall_time_s for r in runs), 1), steps=runs[0].steps,
+        samples_seen=sum(r.samples_seen for r in runs), train_samples=runs[0].train_samples,
+        val_samples=runs[0].val_samples,
+        val_accuracy={k: v for k, v in (history[-1] if history else {}).items() if k != "epoch"},
+        history=history, load_average=runs[0].load_average[:3] + runs[-1].load_average[3:])
+    return models, merged
 
 
 def _teacher_logits(cfg: config.FamilyConfig, ds: data.Dataset, work_dir: Path, log: Log) -> np.ndarray:
@@ -151,25 +202,86 @@ def _teacher_logits(cfg: config.FamilyConfig, ds: data.Dataset, work_dir: Path, 
     return logits
 
 
+def _baseline_recipe(raw: dict[str, Any]) -> str:
+    """What the baseline's training depends on (the key of its checkpoints), as canonical JSON."""
+    training = {k: v for k, v in dict(raw.get("training") or {}).items() if k not in BASELINE_IGNORES}
+    return json.dumps({"dataset": raw.get("dataset"), "architecture": raw.get("architecture"),
+                       "baseline": raw.get("baseline"), "training": training}, sort_keys=True)
+
+
+def _variants_recipe(raw: dict[str, Any]) -> str:
+    """What the variants' training depends on (everything but the free-text note), as canonical JSON."""
+    training = {k: v for k, v in dict(raw.get("training") or {}).items() if k != "note"}
+    return json.dumps({"dataset": raw.get("dataset"), "architecture": raw.get("architecture"),
+                       "baseline": raw.get("baseline"), "variants": raw.get("variants"), "training": training},
+                      sort_keys=True)
+
+
+def reusable(cfg: config.FamilyConfig, earlier: Path) -> tuple[dict[str, Any], bool, bool]:
+    """An earlier manifest and which of its parts were trained with exactly this config's recipe:
+    (manifest, variants reusable, baseline reusable). Raises when neither is, or the manifest is broken."""
+    old = manifest.read(earlier)
+    errors = manifest.validate(old, earlier.parent)
+    if errors:
+        raise config.ConfigError(f"{earlier}: {errors}")
+    old_raw = (old.get("training") or {}).get("config") or {}
+    base = _baseline_recipe(old_raw) == _baseline_recipe(cfg.raw)
+    var = _variants_recipe(old_raw) == _variants_recipe(cfg.raw)
+    if not base:
+        raise config.ConfigError(f"{earlier}: its baseline was trained with a different recipe; retrain it instead")
+    return old, var, base
+
+
+def _vote_settings(cfg: config.FamilyConfig) -> str:
+    weights = str((cfg.raw.get("vote") or {}).get("weights", "uniform"))
+    if weights not in ("uniform", "fitted"):
+        raise config.ConfigError(f"vote.weights must be uniform or fitted, got {weights!r}")
+    return weights
+
+
 def build(config_path: Path, out_dir: Path, work_dir: Path, threads: int | None = None,
-          log: Log = print) -> dict[str, Any]:
-    """Regenerates a family into out_dir (ONNX files, ensemble.yaml, family.yaml); returns the manifest."""
+          log: Log = print, baseline_from: Path | None = None) -> dict[str, Any]:
+    """Regenerates a family into out_dir (ONNX files, ensemble.yaml, family.yaml, plots); returns the manifest.
+
+    `baseline_from`: an earlier manifest whose baseline was trained with the same recipe; its ONNX file and
+    training record are reused instead of training the baseline again, and so are its variants when the whole
+    config (variants and recipe) is the same (a new manifest for trained models: new vote weights, targets, plots).
+    """
     cfg, ds = load_family(config_path)
     cfg = with_threads(cfg, threads)
     tc = cfg.training
+    vote_weights = _vote_settings(cfg)
     sizes = size_table(cfg, ds)
     for name, r in sizes.items():
         log(f"{name}: params {r['params']} ({r['param_ratio']}x fewer) macs {r['macs']} ({r['mac_ratio']}x fewer)")
     started = time.time()
+    old, reuse_var = None, False
+    old_bytes: dict[str, bytes] = {}
+    if baseline_from is not None:  # read before out_dir (possibly the same folder) is rewritten
+        old, reuse_var, _ = reusable(cfg, baseline_from)
+        old_bytes = {e["name"]: (baseline_from.parent / e["file"]).read_bytes()
+                     for e in [*old["variants"], old["baseline"]]}
 
-    variants, res_var = train_part(cfg, ds, work_dir, "variants", log)
-    (baseline,), res_base = train_part(cfg, ds, work_dir, "baseline", log)
-    for m in (*variants, baseline):
+    if reuse_var:
+        assert old is not None
+        models: list[Classifier] = []
+        var_run = old["training"]["variants_run"]
+    else:
+        variants, res_var = train_part(cfg, ds, work_dir, "variants", log)
+        models = list(variants)
+        var_run = res_var.__dict__
+    if old is None:
+        (baseline,), res_base = train_part(cfg, ds, work_dir, "baseline", log)
+        models.append(baseline)
+        base_run = res_base.__dict__
+    else:
+        base_run = old["training"]["baseline_run"]
+    for m in models:
         m.cpu().eval()
         m.to(memory_format=torch.contiguous_format)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    keep = {f"{m.spec.name}.onnx" for m in (*variants, baseline)}
+    keep = {f"{s.name}.onnx" for s in cfg.all_specs}
     for stale in out_dir.glob("*.onnx"):
         if stale.name not in keep:
             log(f"removing {stale} (not a model of this family)")
@@ -177,79 +289,116 @@ def build(config_path: Path, out_dir: Path, work_dir: Path, threads: int | None 
     rng = np.random.default_rng(tc.seed)
     random_imgs = rng.integers(0, 256, size=(16, *ds.shape), dtype=np.uint8)
     real_imgs = ds.test_x[:256]
-    models = [*variants, baseline]
-    entries, probs, parity = [], [], {}
-    for m in models:
-        path = out_dir / f"{m.spec.name}.onnx"
-        export.export(m, path, ds.shape)
-        parity[m.spec.name] = {"random": export.parity(m, path, random_imgs), "real": export.parity(m, path, real_imgs)}
-        p = export.ort_probs(export.session(path, tc.threads), ds.test_x, tc.eval_batch)
+    _, val_idx = data.split_validation(len(ds.train_x), tc.val_fraction, tc.seed)
+    val_x, val_y = ds.train_x[val_idx], ds.train_y[val_idx]
+    entries, probs, val_probs = [], [], []
+    specs = list(cfg.variants) + [cfg.baseline]
+    trained = {m.spec.name: m for m in models}
+    old_entries = {} if old is None else {e["name"]: e for e in [*old["variants"], old["baseline"]]}
+    for spec in specs:
+        path = out_dir / f"{spec.name}.onnx"
+        if spec.name in trained:
+            m = trained[spec.name]
+            export.export(m, path, ds.shape)
+            parity = {"random": export.parity(m, path, random_imgs), "real": export.parity(m, path, real_imgs)}
+            parity = {k: float(f"{v:.3g}") for k, v in parity.items()}
+        else:  # reused unchanged from the earlier family
+            path.write_bytes(old_bytes[spec.name])
+            parity = old_entries[spec.name]["ort_max_abs_diff"]
+        sess = export.session(path, tc.threads)
+        p = export.ort_probs(sess, ds.test_x, tc.eval_batch)
         probs.append(p)
+        val_probs.append(export.ort_probs(sess, val_x, tc.eval_batch))
         acc = combine.accuracy(p.argmax(1), ds.test_y)
-        log(f"{m.spec.name}: test accuracy {acc:.4f} (ONNX Runtime), parity {parity[m.spec.name]}")
+        log(f"{spec.name}: test accuracy {acc:.4f} (ONNX Runtime), parity {parity}")
         entries.append({
-            "name": m.spec.name, "file": path.name, "sha256": manifest.sha256(path), "bytes": path.stat().st_size,
-            "resolution": m.spec.resolution, "width": float(m.spec.width), "depth": list(m.spec.depth),
-            "head_channels": m.spec.head_channels, "params": sizes[m.spec.name]["params"],
-            "macs": sizes[m.spec.name]["macs"], "accuracy": round(acc, 6),
-            "stem_stride": m.spec.stem_stride, "strides": list(m.spec.strides),
-            "param_ratio": sizes[m.spec.name]["param_ratio"], "mac_ratio": sizes[m.spec.name]["mac_ratio"],
-            "ort_max_abs_diff": {k: float(f"{v:.3g}") for k, v in parity[m.spec.name].items()},
+            "name": spec.name, "file": path.name, "sha256": manifest.sha256(path), "bytes": path.stat().st_size,
+            "resolution": spec.resolution, "width": float(spec.width), "depth": list(spec.depth),
+            "head_channels": spec.head_channels, "params": sizes[spec.name]["params"],
+            "macs": sizes[spec.name]["macs"], "accuracy": round(acc, 6),
+            "stem_stride": spec.stem_stride, "strides": list(spec.strides),
+            "param_ratio": sizes[spec.name]["param_ratio"], "mac_ratio": sizes[spec.name]["mac_ratio"],
+            "ort_max_abs_diff": parity,
         })
     work_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(work_dir / "test_probs.npz", labels=ds.test_y,
-                        **{m.spec.name: p for m, p in zip(models, probs, strict=True)})
+                        **{s.name: p for s, p in zip(specs, probs, strict=True)})
+    np.savez_compressed(work_dir / "val_probs.npz", labels=val_y,
+                        **{s.name: p for s, p in zip(specs, val_probs, strict=True)})
 
     names = [s.name for s in cfg.variants]
-    var_probs = probs[:len(names)]
-    subsets = combine.subset_table(names, var_probs, ds.test_y)
+    var_probs, var_val = probs[:len(names)], val_probs[:len(names)]
+    weights = combine.fit_weights(var_val, val_y) if vote_weights == "fitted" and len(names) > 1 else None
+    if weights is not None:
+        for e, w in zip(entries, weights, strict=False):
+            e["vote_weight"] = w
+    subsets = combine.subset_table(names, var_probs, ds.test_y, weights)
     half = len(ds.classes) // 2
-    topk = [{"k": k, "accuracy": round(combine.accuracy(combine.vote(var_probs, k), ds.test_y), 6)}
+    topk = [{"k": k, "accuracy": round(combine.accuracy(combine.vote(var_probs, k, weights), ds.test_y), 6)}
             for k in range(1, half + 1)]
     full = subsets[-1]["accuracy"]
     base_acc = entries[-1]["accuracy"]
-    worst_drop = max((full - r["accuracy"] for r in subsets if len(r["variants"]) == len(names) - 1), default=0.0)
-    top3 = topk[2]["accuracy"] if half >= 3 else None
-    targets = size_targets(cfg, sizes)
-    targets["ensemble_vs_baseline"] = {"ensemble": full, "baseline": base_acc, "met": full >= base_acc}
-    targets["one_missing_max_drop_points"] = {"target": 1.5, "worst": round(100 * worst_drop, 2),
-                                              "met": 100 * worst_drop <= 1.5}
-    if top3 is not None:
-        targets["top3_vs_full_points"] = {"target": 0.3, "diff": round(100 * (full - top3), 2),
-                                          "met": abs(100 * (full - top3)) <= 0.3}
+    vote = {"rule": "soft vote" if weights is None else "weighted soft vote",
+            "weights": "uniform" if weights is None else "fitted on the validation split (log loss of the weighted "
+                                                          "mean, exponentiated gradient), largest weight 1",
+            "validation_accuracy": {
+                "uniform": round(combine.accuracy(combine.vote(var_val), val_y), 6),
+                "shipped": round(combine.accuracy(combine.vote(var_val, weights=weights), val_y), 6)}}
 
     cfg_copy = out_dir / "family.yaml"
     if Path(config_path).resolve() != cfg_copy.resolve():
         shutil.copyfile(config_path, cfg_copy)
+    training: dict[str, Any] = {
+        "config": json.loads(json.dumps(cfg.raw)),
+        "note": tc.note,
+        "wall_time_s": round(var_run["wall_time_s"] + base_run["wall_time_s"], 1),
+        "variants_run": var_run,
+        "baseline_run": base_run,
+        "hardware": hardware(tc.threads),
+        "seed": tc.seed,
+        "software": {"torch": str(torch.__version__), "onnxruntime": str(ort.__version__),
+                     "onnx_opset": export.OPSET, "exporter": "torch.onnx.export(dynamo=False)"},
+        "macs_counter": "torch.utils.flop_counter.FlopCounterMode FLOPs / 2 (conv + linear; one input)",
+    }
+    if old is not None:
+        training["baseline_reused"] = {
+            "from_family": old["family"], "sha256": old["baseline"]["sha256"],
+            "why": "trained earlier with exactly this recipe (same data, architecture, epochs, batch, schedule, "
+                   "augmentation, seed); its ONNX file and training record are reused unchanged"}
+    if reuse_var:
+        training["variants_reused"] = {
+            "from_family": old["family"], "sha256": [e["sha256"] for e in old["variants"]],
+            "why": "the same config (variants and recipe) as the earlier build: its ONNX files and training record "
+                   "are reused unchanged; the manifest is rebuilt (vote weights, tables, targets, plots)"}
     man: dict[str, Any] = {
         "schema_version": manifest.SCHEMA_VERSION,
         "family": cfg.family,
         "dataset": {"name": ds.name, "classes": list(ds.classes), "test_samples": int(len(ds.test_y)),
-                    "train_samples": res_var.train_samples, "validation_samples": res_var.val_samples},
-        "input": {"name": export.INPUT_NAME, "dtype": "uint8", "layout": "NCHW", "shape": list(ds.shape)},
+                    "train_samples": var_run["train_samples"], "validation_samples": var_run["val_samples"]},
+        "input": {"name": export.INPUT_NAME, "dtype": "uint8", "layout": "NCHW", "shape": list(ds.shape),
+                  "color": "rgb" if ds.shape[0] == 3 else "gray"},
         "output": {"name": export.OUTPUT_NAME, "dtype": "float32", "classes": len(ds.classes)},
         "variants": entries[:-1],
         "baseline": entries[-1],
+        "vote": vote,
         "subsets": subsets,
         "topk": topk,
-        "targets": targets,
-        "training": {
-            "config": json.loads(json.dumps(cfg.raw)),
-            "note": tc.note,
-            "wall_time_s": round(res_var.wall_time_s + res_base.wall_time_s, 1),
-            "variants_run": res_var.__dict__,
-            "baseline_run": res_base.__dict__,
-            "hardware": hardware(tc.threads),
-            "seed": tc.seed,
-            "software": {"torch": str(torch.__version__), "onnxruntime": str(ort.__version__),
-                         "onnx_opset": export.OPSET, "exporter": "torch.onnx.export(dynamo=False)"},
-            "macs_counter": "torch.utils.flop_counter.FlopCounterMode FLOPs / 2 (conv + linear; one input)",
-            "pipeline_wall_time_s": round(time.time() - started, 1),
-        },
+        "training": training,
     }
+    if ds.name == "image-folder":  # the exact test bytes, for `vpctl verify` (no image decoding in between)
+        data.write_idx_test_split(ds, out_dir / "testset")
+        man["dataset"]["test_split"] = "testset"
+    man["targets"] = targets.evaluate(cfg.targets, man)
+    man["open_targets"] = targets.evaluate(dict(cfg.raw.get("open_targets") or {}), man)
+    man["plots"] = plots.write_all(man, out_dir)
+    man["training"]["pipeline_wall_time_s"] = round(time.time() - started, 1)
+    order = ["schema_version", "family", "dataset", "input", "output", "variants", "baseline", "vote", "subsets",
+             "topk", "targets", "open_targets", "plots", "training"]
+    man = {k: man[k] for k in order if k != "open_targets" or man[k]}
     manifest.write(man, out_dir / "ensemble.yaml")
     errors = manifest.validate(manifest.read(out_dir / "ensemble.yaml"), out_dir)
     if errors:
         raise RuntimeError(f"generated manifest is invalid: {errors}")
-    log(f"wrote {out_dir / 'ensemble.yaml'}: full ensemble {full:.4f}, baseline {base_acc:.4f}")
+    met = ", ".join(f"{k}: {v['met']}" for k, v in man["targets"].items())
+    log(f"wrote {out_dir / 'ensemble.yaml'}: full ensemble {full:.4f}, baseline {base_acc:.4f}, targets {{{met}}}")
     return man

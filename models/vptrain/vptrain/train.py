@@ -1,7 +1,9 @@
 """Joint training of a variant family (one loop, same batches) and of the baseline, with checkpoints and resume.
 
 Joint loss = sum over variants of CE(logits_i, y) + ensemble_weight * CE(mean_i softmax_i, y).
-The baseline uses the same loop and recipe with its plain CE.
+The baseline uses the same loop and recipe with its plain CE; so does each variant of a family trained with
+`member_batches: independent` (one run per variant, each with its own data stream: shuffle order and augmentation).
+Every validation writes the models' validation probabilities (val-probs-<epoch>.npy) for the ensemble curves.
 """
 
 from __future__ import annotations
@@ -105,11 +107,12 @@ def _save(path: Path, state: dict) -> None:
 
 def train(models: list[Classifier], data: Dataset, cfg: TrainConfig, run_dir: Path, joint: bool,
           log: Log = print, stop_after: int | None = None,
-          teacher_logits: np.ndarray | None = None) -> TrainResult | None:
+          teacher_logits: np.ndarray | None = None, stream: int = 0) -> TrainResult | None:
     """Trains `models` together on the same batches; resumes from run_dir/checkpoint.pt; writes final.pt.
 
     With `stop_after`, returns None after that many steps of this call, leaving a checkpoint to resume from.
     `teacher_logits` ([len(train_x), classes], aligned with data.train_x) enables distillation.
+    `stream` > 0 gives the run its own shuffle order and augmentation draws (independently trained members).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / "final.pt"
@@ -143,7 +146,7 @@ def train(models: list[Classifier], data: Dataset, cfg: TrainConfig, run_dir: Pa
     opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
                            {"params": no_decay, "weight_decay": 0.0}],
                           lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 2)
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 2 + 7919 * stream)
     step, elapsed, history = 0, 0.0, []
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
@@ -165,7 +168,8 @@ def train(models: list[Classifier], data: Dataset, cfg: TrainConfig, run_dir: Pa
     running, running_n, start_step = 0.0, 0, step
     while step < total_steps:
         epoch, pos = divmod(step, steps_per_epoch)
-        perm = torch.from_numpy(np.random.default_rng([cfg.seed, epoch]).permutation(len(train_idx))).to(device)
+        key = [cfg.seed, epoch] + ([stream] if stream else [])
+        perm = torch.from_numpy(np.random.default_rng(key).permutation(len(train_idx))).to(device)
         for m in models:
             m.train()
         while pos < steps_per_epoch and step < total_steps:
@@ -197,7 +201,7 @@ def train(models: list[Classifier], data: Dataset, cfg: TrainConfig, run_dir: Pa
                 last_ckpt = time.monotonic()
         if pos >= steps_per_epoch or step >= total_steps:
             entry = {"epoch": float(epoch + 1 if pos >= steps_per_epoch else epoch + pos / steps_per_epoch),
-                     **_validate(models, data, val_idx, device, cfg, log, run_dir.name)}
+                     **_validate(models, data, val_idx, device, cfg, log, run_dir, len(history) + 1)}
             history.append(entry)
             elapsed = time.monotonic() - t0
             _save(ckpt_path, snapshot())
@@ -215,12 +219,14 @@ def train(models: list[Classifier], data: Dataset, cfg: TrainConfig, run_dir: Pa
 
 
 def _validate(models: list[Classifier], data: Dataset, val_idx: np.ndarray, device: torch.device,
-              cfg: TrainConfig, log: Log, tag: str) -> dict[str, float]:
-    """Validation accuracy of each model and of the soft-vote ensemble."""
+              cfg: TrainConfig, log: Log, run_dir: Path, index: int) -> dict[str, float]:
+    """Validation accuracy of each model and of the soft-vote ensemble; saves the probabilities."""
     if len(val_idx) == 0:
         return {}
+    tag = run_dir.name
     x, y = data.train_x[val_idx], data.train_y[val_idx]
     probs = [predict_probs(m, x, device, cfg.eval_batch) for m in models]
+    np.save(run_dir / f"val-probs-{index}.npy", np.stack(probs))
     out = {m.spec.name: round(float((p.argmax(1) == y).mean()), 4) for m, p in zip(models, probs, strict=True)}
     if len(models) > 1:
         out["ensemble"] = round(float((np.mean(probs, axis=0).argmax(1) == y).mean()), 4)
