@@ -1,5 +1,5 @@
-//! HTTP API of the aggregator: OIP v2 infer for the whole ensemble, `/v1/classify` for image files, health,
-//! status and metrics.
+//! HTTP API of the aggregator: OIP v2 infer for the whole ensemble (JSON and the binary tensor extension, with
+//! or without a model version in the path), `/v1/classify` for image files, health, status and metrics.
 
 use crate::Args;
 use crate::fanout::{FanOut, fan_out};
@@ -9,7 +9,7 @@ use crate::state::{Live, Snapshot};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,8 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower_http::trace::TraceLayer;
 use vp_core::oip::{InferResponse, ResponseTensor, TensorData};
-use vp_core::{Combined, ImageBatch, decode_request, k_from_request, validate_k};
-use vp_server::{Admission, ApiError, MemoryBudget, body_error, error_reply};
+use vp_core::reply::{ReplyPlan, encode};
+use vp_core::{Combined, ImageBatch, decode_infer, k_from_request, validate_k};
+use vp_server::{Admission, ApiError, MemoryBudget, ModelPath, body_error, error_reply};
+
+/// The outputs of the aggregator's infer reply.
+pub const OUTPUTS: [&str; 2] = ["class", "scores"];
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -74,6 +78,7 @@ pub fn router(state: AppState, args: &Args) -> Router {
     let json_limit = json_limit(args.max_batch, sample);
     let infer_route = Router::new()
         .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer))
         .layer(DefaultBodyLimit::max(json_limit))
         .layer(from_fn_with_state(
             state.infer_admission.clone(),
@@ -90,15 +95,18 @@ pub fn router(state: AppState, args: &Args) -> Router {
         .merge(classify_route)
         .layer(from_fn_with_state(state.clone(), timeout_layer));
     Router::new()
-        .route("/v2", get(|| async { Json(json!({"name": "vp-aggregator", "version": env!("CARGO_PKG_VERSION"), "extensions": []})) }))
+        .route("/v2", get(|| async { Json(json!({"name": "vp-aggregator", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]})) }))
         .route("/v2/health/live", get(|| async { Json(json!({"live": true})) }))
         .route("/v2/health/ready", get(ready))
         .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(model_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/versions/{version}/ready", get(model_ready))
         .route("/v1/status", get(status))
         .route("/metrics", get(|State(s): State<AppState>| async move { vp_server::metrics_response(&s.metrics.registry) }))
         .merge(inference)
         .fallback(vp_server::not_found)
+        .layer(axum::middleware::from_fn(vp_server::json_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -124,37 +132,36 @@ async fn ready(State(s): State<AppState>) -> Response {
     ready_reply(&s.live.snapshot())
 }
 
-fn check_model(snap: &Snapshot, name: &str) -> Result<(), ApiError> {
-    if name == snap.model_name {
-        Ok(())
-    } else {
-        Err(ApiError::not_found(format!(
-            "unknown model {name:?}; this aggregator serves {:?}",
-            snap.model_name
-        )))
+fn check_model(snap: &Snapshot, path: &ModelPath) -> Result<(), ApiError> {
+    if path.name != snap.model_name {
+        return Err(ApiError::not_found(format!(
+            "unknown model {:?}; this aggregator serves {:?}",
+            path.name, snap.model_name
+        )));
     }
+    path.check_version()
 }
 
 async fn model_ready(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    Path(path): Path<ModelPath>,
 ) -> Result<Response, ApiError> {
     let snap = s.live.snapshot();
-    check_model(&snap, &name)?;
+    check_model(&snap, &path)?;
     Ok(ready_reply(&snap))
 }
 
 async fn model_metadata(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    Path(path): Path<ModelPath>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let snap = s.live.snapshot();
-    check_model(&snap, &name)?;
+    check_model(&snap, &path)?;
     let [c, h, w] = snap.spec.chw;
     let classes = snap.manifest.classes();
     Ok(Json(json!({
         "name": snap.model_name,
-        "versions": ["1"],
+        "versions": vp_server::oip_http::VERSIONS,
         "platform": "vp-ensemble",
         "inputs": [{"name": snap.spec.name, "datatype": "UINT8", "shape": [-1, c, h, w]}],
         "outputs": [
@@ -265,11 +272,12 @@ fn record(s: &AppState, endpoint: &str, started: Instant, result: &Result<bool, 
 
 async fn infer(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    Path(path): Path<ModelPath>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let result = infer_inner(&s, &name, body).await;
+    let result = infer_inner(&s, &path, &headers, body).await;
     record(
         &s,
         "infer",
@@ -277,22 +285,27 @@ async fn infer(
         &result.as_ref().map(|(_, d)| *d).map_err(|e| e.status),
     );
     match result {
-        Ok((r, _)) => Json(r).into_response(),
+        Ok((r, _)) => r,
         Err(e) => error_reply(e),
     }
 }
 
 async fn infer_inner(
     s: &AppState,
-    name: &str,
+    path: &ModelPath,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(InferResponse, bool), ApiError> {
+) -> Result<(Response, bool), ApiError> {
     let snap = s.live.snapshot();
-    check_model(&snap, name)?;
+    check_model(&snap, path)?;
+    let header_len = vp_server::header_length(headers)?;
     let body = body.map_err(body_error)?;
-    let req = vp_server::decode_off_thread(body, snap.spec.clone(), decode_request)
-        .await?
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let req = vp_server::decode_off_thread(body, snap.spec.clone(), move |b, spec| {
+        decode_infer(b, header_len, spec)
+    })
+    .await?
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let plan = ReplyPlan::new(&req, &OUTPUTS).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let classes = snap.manifest.classes();
     let k = k_from_request(req.k.as_ref(), classes, snap.config.top_k)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -328,7 +341,16 @@ async fn infer_inner(
             },
         ],
     };
-    Ok((resp, a.degraded))
+    let reply = encode(&resp, &plan).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reply encoding: {e}"),
+        )
+    })?;
+    Ok((
+        vp_server::infer_reply(reply.body, reply.header_len),
+        a.degraded,
+    ))
 }
 
 /// `?k=` on /v1/classify.

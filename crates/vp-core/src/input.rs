@@ -25,7 +25,7 @@ pub struct ImageBatch {
 }
 
 /// Why a request was rejected (always the client's fault: a 4xx).
-#[derive(Debug, Error, PartialEq)]
+#[derive(Debug, Clone, Error, PartialEq)]
 pub enum InputError {
     #[error("expected exactly one input tensor named {expected:?}, got {got}")]
     InputCount { expected: String, got: usize },
@@ -237,21 +237,33 @@ mod tests {
             let mut r = one(json!([1, 1, 2, 2]), "UINT8", json!([0, 0, 0, 0]));
             r["parameters"] = v;
             let body = serde_json::to_vec(&r).expect("json");
-            let d = decode_request(&body, &spec()).expect("decodes");
-            k_from_request(d.k.as_ref(), 10, 3)
+            let d = decode_request(&body, &spec()).map_err(|e| e.to_string())?;
+            k_from_request(d.k.as_ref(), 10, 3).map_err(|e| e.to_string())
         };
         assert_eq!(k(Value::Null), Ok(3));
-        assert_eq!(k(json!({"other": [1, 2, 3]})), Ok(3));
+        assert_eq!(k(json!({})), Ok(3));
         assert_eq!(k(json!({"k": 5})), Ok(5));
+        assert_eq!(k(json!({"top_k": 4})), Ok(4));
         for (v, want) in [
             (json!({"k": 6}), "between 1 and 5"),
+            (json!({"top_k": 6}), "between 1 and 5"),
             (json!({"k": -1}), "between 1 and 5"),
             (json!({"k": "two"}), "integer"),
             (json!({"k": 2.5}), "integer, got 2.5"),
             (json!({"k": [2]}), "integer, got an array"),
+            (json!({"k": true}), "integer, got true"),
             (json!({"k": u64::MAX}), "integer"),
+            (json!({"k": 2, "top_k": 2}), "give one of them"),
+            (
+                json!({"other": [1, 2, 3]}),
+                "unknown parameter \"other\" in parameters; this server reads k (alias top_k)",
+            ),
+            (
+                json!({"binary_data_output": "yes"}),
+                "parameters.binary_data_output must be true or false, got \"yes\"",
+            ),
         ] {
-            let e = k(v).expect_err(want).to_string();
+            let e = k(v).expect_err(want);
             assert!(e.contains(want), "{e:?} should contain {want:?}");
         }
     }

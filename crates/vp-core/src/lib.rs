@@ -7,6 +7,8 @@ pub mod config;
 pub mod input;
 pub mod manifest;
 pub mod oip;
+mod params;
+pub mod reply;
 pub mod request;
 pub mod topk;
 
@@ -14,5 +16,7 @@ pub use combine::{CombineRule, Combined, Combiner};
 pub use config::{AggregatorConfig, ConfigError, VariantEndpoint};
 pub use input::{ImageBatch, InputError, InputSpec, k_from_request};
 pub use manifest::{Manifest, ManifestError, ModelEntry, SubsetRow};
-pub use request::{DecodedRequest, KValue, RequestError, decode_request};
+pub use request::{
+    DecodedRequest, KValue, RequestError, RequestedOutput, decode_infer, decode_request,
+};
 pub use topk::{KError, TopK, top_k, validate_k};

@@ -3,8 +3,18 @@
 //! beyond the declared shape, or beyond the largest batch when the shape comes later, are counted but never
 //! stored, and a tensor whose name, datatype or shape is already known to be wrong is skipped unread. The
 //! result is then checked against the spec with the same messages as before ([`InputError`]).
+//!
+//! Triton's binary tensor extension is read here too: with `Inference-Header-Content-Length: H` the first H
+//! bytes are the JSON header and the rest is the raw tensor, whose size the input declares in
+//! `parameters.binary_data_size`. The same checks apply to both encodings (shape, batch limit, exact size), and
+//! the binary part is copied once, only after its declared size matched the shape.
+//!
+//! Request `parameters` are read strictly: `k` (alias `top_k`) and `binary_data_output`; any other name is a
+//! 400 naming it, never silently ignored. So are an input's (`binary_data_size`) and a requested output's
+//! (`binary_data`).
 
 use crate::input::{ImageBatch, InputError, InputSpec};
+use crate::params::{OutputsSeed, Params, ParamsSeed, TensorParamsSeed};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 use thiserror::Error;
@@ -13,9 +23,21 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodedRequest {
     pub id: Option<String>,
-    /// `parameters.k` as sent, if any.
+    /// `parameters.k` (or its alias `top_k`) as sent, if any.
     pub k: Option<KValue>,
     pub batch: ImageBatch,
+    /// `parameters.binary_data_output`: outputs not named in `outputs` are sent binary.
+    pub binary_output: bool,
+    /// `outputs` as sent: the outputs wanted, in order; `None`: all of them.
+    pub outputs: Option<Vec<RequestedOutput>>,
+}
+
+/// One entry of a request's `outputs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestedOutput {
+    pub name: String,
+    /// `parameters.binary_data` of this output, if given.
+    pub binary: Option<bool>,
 }
 
 /// The `k` request parameter as sent.
@@ -27,7 +49,7 @@ pub enum KValue {
 }
 
 /// Why a request body was rejected (always a 400).
-#[derive(Debug, Error, PartialEq)]
+#[derive(Debug, Clone, Error, PartialEq)]
 pub enum RequestError {
     #[error("request body is empty; expected a JSON object")]
     Empty,
@@ -35,35 +57,91 @@ pub enum RequestError {
     Json(String),
     #[error(transparent)]
     Input(#[from] InputError),
+    #[error("unknown parameter {name:?} in {place}; this server reads {known}")]
+    UnknownParameter {
+        place: &'static str,
+        name: String,
+        known: &'static str,
+    },
+    #[error("{place}.{name} must be {expected}, got {got}")]
+    ParameterType {
+        place: &'static str,
+        name: &'static str,
+        expected: &'static str,
+        got: String,
+    },
+    #[error("unknown output {got:?}: this model's outputs are {known}")]
+    UnknownOutput { got: String, known: String },
+    #[error("output {0:?} is requested twice")]
+    OutputTwice(String),
+    #[error("parameters k and top_k are the same parameter; give one of them")]
+    KTwice,
+    #[error("binary tensor data: {0}")]
+    Binary(String),
+    #[error("Inference-Header-Content-Length is {header} but the body has only {body} bytes")]
+    HeaderLength { header: usize, body: usize },
 }
+
+/// Request parameters this server reads.
+pub(crate) const REQUEST_PARAMS: &str = "k (alias top_k) and binary_data_output";
 
 /// Most shape dimensions kept; longer shapes are reported with their length only.
 const MAX_DIMS: usize = 8;
 
-/// Decodes `body` against `spec`.
+/// Decodes a JSON-only `body` against `spec`.
 pub fn decode_request(body: &[u8], spec: &InputSpec) -> Result<DecodedRequest, RequestError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    decode_infer(body, None, spec)
+}
+
+/// Decodes `body` against `spec`; `header_len` is the `Inference-Header-Content-Length` header if the request
+/// had one (the binary tensor extension): the JSON is then `body[..header_len]` and the rest is binary data.
+pub fn decode_infer(
+    body: &[u8],
+    header_len: Option<usize>,
+    spec: &InputSpec,
+) -> Result<DecodedRequest, RequestError> {
+    let (json, binary) = match header_len {
+        None => (body, None),
+        Some(h) if h > body.len() => {
+            return Err(RequestError::HeaderLength {
+                header: h,
+                body: body.len(),
+            });
+        }
+        Some(h) => (&body[..h], Some(&body[h..])),
+    };
+    if json.iter().all(u8::is_ascii_whitespace) {
         return Err(RequestError::Empty);
     }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let raw = RequestSeed { spec }
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let mut raw = RequestSeed { spec }
         .deserialize(&mut de)
         .and_then(|r| de.end().map(|()| r))
         .map_err(|e| RequestError::Json(e.to_string()))?;
-    let batch = raw.check(spec)?;
+    if let Some(e) = raw.params.error.take() {
+        return Err(e);
+    }
+    let k = match (raw.params.k.take(), raw.params.top_k.take()) {
+        (Some(_), Some(_)) => return Err(RequestError::KTwice),
+        (k, top_k) => k.or(top_k),
+    };
+    let batch = raw.check(spec, binary)?;
     Ok(DecodedRequest {
         id: raw.id,
-        k: raw.k,
+        k,
         batch,
+        binary_output: raw.params.binary_output,
+        outputs: raw.outputs,
     })
 }
 
 /// What the decoder saw, before the spec checks.
 struct RawRequest {
     id: Option<String>,
-    k: Option<KValue>,
+    params: Params,
     inputs: usize,
     first: Option<RawTensor>,
+    outputs: Option<Vec<RequestedOutput>>,
 }
 
 #[derive(Default)]
@@ -72,6 +150,8 @@ struct RawTensor {
     shape: Option<Vec<i64>>,
     datatype: Option<String>,
     data: Option<Data>,
+    /// `parameters.binary_data_size`, or why it was unusable.
+    binary_size: Option<Result<u64, RequestError>>,
 }
 
 /// Tensor values as read: the bytes kept, how many values there were in all, the first bad one.
@@ -86,7 +166,7 @@ struct Data {
 }
 
 impl RawRequest {
-    fn check(&self, spec: &InputSpec) -> Result<ImageBatch, InputError> {
+    fn check(&self, spec: &InputSpec, binary: Option<&[u8]>) -> Result<ImageBatch, RequestError> {
         let [c, h, w] = spec.chw;
         let t = match (&self.first, self.inputs) {
             (Some(t), 1) => t,
@@ -94,7 +174,8 @@ impl RawRequest {
                 return Err(InputError::InputCount {
                     expected: spec.name.clone(),
                     got: self.inputs,
-                });
+                }
+                .into());
             }
         };
         let name = t.name.clone().unwrap_or_default();
@@ -102,14 +183,16 @@ impl RawRequest {
             return Err(InputError::Name {
                 expected: spec.name.clone(),
                 got: name,
-            });
+            }
+            .into());
         }
         let datatype = t.datatype.clone().unwrap_or_default();
         if datatype != "UINT8" {
             return Err(InputError::Datatype {
                 name,
                 got: datatype,
-            });
+            }
+            .into());
         }
         let shape = t.shape.clone().unwrap_or_default();
         let n = batch_of(&shape, spec).ok_or_else(|| InputError::Shape {
@@ -120,28 +203,71 @@ impl RawRequest {
             max_batch: spec.max_batch,
             got: shape.clone(),
         })?;
-        let data = t
-            .data
-            .as_ref()
-            .ok_or_else(|| InputError::DataNotArray { name: name.clone() })?;
+        let expected = n * spec.sample_len();
+        let extra = binary.map_or(0, <[u8]>::len);
+        let data = match (&t.data, t.binary_size.clone()) {
+            (_, Some(Err(e))) => return Err(e),
+            (Some(_), Some(_)) => {
+                return Err(RequestError::Binary(format!(
+                    "input {name:?} has both data and parameters.binary_data_size; give one"
+                )));
+            }
+            (None, Some(Ok(size))) => {
+                let binary = binary.ok_or_else(|| {
+                    RequestError::Binary(format!(
+                        "input {name:?} declares parameters.binary_data_size but the request has no \
+                         Inference-Header-Content-Length header"
+                    ))
+                })?;
+                if size != expected as u64 {
+                    return Err(RequestError::Binary(format!(
+                        "input {name:?} has shape {shape:?} of UINT8 (1 byte each), so binary_data_size \
+                         must be {expected}, got {size}"
+                    )));
+                }
+                if binary.len() as u64 != size {
+                    return Err(RequestError::Binary(format!(
+                        "the body holds {} bytes after the JSON header, but the inputs declare {size}",
+                        binary.len()
+                    )));
+                }
+                return Ok(ImageBatch {
+                    n,
+                    data: binary.to_vec(),
+                });
+            }
+            (Some(data), None) => data,
+            (None, None) => {
+                return Err(RequestError::Json(format!(
+                    "input {name:?} has neither data nor parameters.binary_data_size"
+                )));
+            }
+        };
+        if extra > 0 {
+            return Err(RequestError::Binary(format!(
+                "the body holds {extra} bytes after the JSON header, but no input declares \
+                 parameters.binary_data_size"
+            )));
+        }
         if data.not_array {
-            return Err(InputError::DataNotArray { name });
+            return Err(InputError::DataNotArray { name }.into());
         }
         if let Some((index, value)) = &data.bad {
             return Err(InputError::DataValue {
                 name,
                 index: *index,
                 value: value.clone(),
-            });
+            }
+            .into());
         }
-        let expected = n * spec.sample_len();
         if data.count != expected || data.skipped {
             return Err(InputError::DataLength {
                 name,
                 shape,
                 expected,
                 got: data.count,
-            });
+            }
+            .into());
         }
         Ok(ImageBatch {
             n,
@@ -178,24 +304,34 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawRequest, A::Error> {
         let mut id = None;
-        let mut k = None;
+        let mut params = Params::default();
         let mut inputs = None;
+        let mut outputs = None;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match key.as_ref() {
                 "id" => id = map.next_value::<Option<String>>()?,
                 "inputs" => inputs = Some(map.next_value_seed(InputsSeed { spec: self.spec })?),
-                "parameters" => k = map.next_value_seed(ParamsSeed)?,
+                "parameters" => params = map.next_value_seed(ParamsSeed)?,
+                "outputs" => outputs = map.next_value_seed(OutputsSeed)?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
         let (count, first) = inputs.ok_or_else(|| de::Error::missing_field("inputs"))?;
+        let (outputs, output_error) = match outputs {
+            Some((list, error)) => (Some(list), error),
+            None => (None, None),
+        };
+        if params.error.is_none() {
+            params.error = output_error;
+        }
         Ok(RawRequest {
             id,
-            k,
+            params,
             inputs: count,
             first,
+            outputs,
         })
     }
 }
@@ -251,6 +387,7 @@ impl<'de> Visitor<'de> for TensorSeed<'_> {
                 "name" => t.name = Some(map.next_value()?),
                 "datatype" => t.datatype = Some(map.next_value()?),
                 "shape" => t.shape = Some(map.next_value_seed(ShapeSeed)?),
+                "parameters" => t.binary_size = map.next_value_seed(TensorParamsSeed)?,
                 "data" => {
                     // Skip the values of a tensor that is already known to be rejected.
                     let doomed = t.name.as_ref().is_some_and(|n| *n != spec.name)
@@ -286,7 +423,6 @@ impl<'de> Visitor<'de> for TensorSeed<'_> {
             ("name", t.name.is_some()),
             ("shape", t.shape.is_some()),
             ("datatype", t.datatype.is_some()),
-            ("data", t.data.is_some()),
         ] {
             if !present {
                 return Err(de::Error::missing_field(field));
@@ -363,7 +499,7 @@ impl<'de> DeserializeSeed<'de> for Values<'_> {
     }
 }
 
-fn float_text(x: f64) -> String {
+pub(crate) fn float_text(x: f64) -> String {
     serde_json::Number::from_f64(x).map_or_else(|| x.to_string(), |n| n.to_string())
 }
 
@@ -416,78 +552,113 @@ impl<'de> Visitor<'de> for Values<'_> {
     }
 }
 
-/// `parameters`: only `k` is read; other keys are skipped unread.
-struct ParamsSeed;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl<'de> DeserializeSeed<'de> for ParamsSeed {
-    type Value = Option<KValue>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<KValue>, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ParamsSeed {
-    type Value = Option<KValue>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a parameters object")
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Option<KValue>, E> {
-        Ok(None)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<KValue>, A::Error> {
-        let mut k = None;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if key == "k" {
-                k = Some(map.next_value_seed(KSeed)?);
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
+    fn spec() -> InputSpec {
+        InputSpec {
+            name: "image".into(),
+            chw: [1, 2, 2],
+            max_batch: 4,
         }
-        Ok(k)
     }
-}
 
-struct KSeed;
+    /// A binary-extension body: the JSON header, then `bin`; returns the body and the header length.
+    fn binary(shape: &str, size: &str, bin: &[u8]) -> (Vec<u8>, usize) {
+        let header = format!(
+            r#"{{"inputs":[{{"name":"image","shape":{shape},"datatype":"UINT8","parameters":{{"binary_data_size":{size}}}}}]}}"#
+        );
+        let mut body = header.clone().into_bytes();
+        body.extend_from_slice(bin);
+        (body, header.len())
+    }
 
-impl<'de> DeserializeSeed<'de> for KSeed {
-    type Value = KValue;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<KValue, D::Error> {
-        d.deserialize_any(self)
+    #[test]
+    fn binary_tensors_decode_to_the_same_batch_as_json() {
+        let data: Vec<u8> = (0..8).map(|i| i * 30).collect();
+        let (body, h) = binary("[2,1,2,2]", "8", &data);
+        let b = decode_infer(&body, Some(h), &spec()).expect("binary");
+        let json = format!(
+            r#"{{"inputs":[{{"name":"image","shape":[2,1,2,2],"datatype":"UINT8","data":{data:?}}}]}}"#
+        );
+        let j = decode_request(json.as_bytes(), &spec()).expect("json");
+        assert_eq!(b, j);
+        // A JSON request may carry the header too (an empty binary part).
+        let j2 = decode_infer(json.as_bytes(), Some(json.len()), &spec()).expect("json+header");
+        assert_eq!(j2, j);
     }
-}
 
-impl<'de> Visitor<'de> for KSeed {
-    type Value = KValue;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an integer k")
-    }
-    fn visit_u64<E: de::Error>(self, x: u64) -> Result<KValue, E> {
-        Ok(i64::try_from(x).map_or_else(|_| KValue::Other(x.to_string()), KValue::Int))
-    }
-    fn visit_i64<E: de::Error>(self, x: i64) -> Result<KValue, E> {
-        Ok(KValue::Int(x))
-    }
-    fn visit_f64<E: de::Error>(self, x: f64) -> Result<KValue, E> {
-        Ok(KValue::Other(float_text(x)))
-    }
-    fn visit_bool<E: de::Error>(self, x: bool) -> Result<KValue, E> {
-        Ok(KValue::Other(x.to_string()))
-    }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<KValue, E> {
-        Ok(KValue::Other(format!(
-            "{:?}",
-            s.chars().take(40).collect::<String>()
-        )))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<KValue, E> {
-        Ok(KValue::Other("null".into()))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<KValue, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(KValue::Other("an array".into()))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KValue, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(KValue::Other("an object".into()))
+    #[test]
+    fn binary_tensors_are_checked_like_json_ones() {
+        let four = [1u8, 2, 3, 4];
+        let cases: Vec<(Vec<u8>, Option<usize>, &str)> = vec![
+            {
+                let (b, h) = binary("[1,1,2,2]", "5", &[0; 5]);
+                (b, Some(h), "binary_data_size must be 4, got 5")
+            },
+            {
+                let (b, h) = binary("[1,1,2,2]", "4", &four[..3]);
+                (b, Some(h), "holds 3 bytes after the JSON header, but the inputs declare 4")
+            },
+            {
+                let (b, h) = binary("[1,1,2,2]", "4", &[0; 6]);
+                (b, Some(h), "holds 6 bytes")
+            },
+            {
+                let (b, h) = binary("[5,1,2,2]", "20", &[0; 20]);
+                (b, Some(h), "1 <= N <= 4")
+            },
+            {
+                let (b, h) = binary("[1,1,2,2]", "-4", &four);
+                (b, Some(h), "binary_data_size must be a byte count")
+            },
+            {
+                let (b, h) = binary("[1,1,2,2]", "\"4\"", &four);
+                (b, Some(h), "got \"4\"")
+            },
+            {
+                let (b, _) = binary("[1,1,2,2]", "4", &four);
+                (b, None, "malformed request JSON")
+            },
+            {
+                let (b, _) = binary("[1,1,2,2]", "4", &four);
+                let len = b.len();
+                (b, Some(len + 1), "Inference-Header-Content-Length is")
+            },
+            {
+                let (b, h) = binary("[1,1,2,2]", "4", &four);
+                (b, Some(h - 1), "malformed request JSON")
+            },
+            {
+                let json = br#"{"inputs":[{"name":"image","shape":[1,1,2,2],"datatype":"UINT8","data":[1,2,3,4]}]}"#;
+                let body = json.iter().copied().chain([9, 9]).collect();
+                (body, Some(json.len()), "no input declares")
+            },
+            (
+                br#"{"inputs":[{"name":"image","shape":[1,1,2,2],"datatype":"UINT8","data":[1,2,3,4],"parameters":{"binary_data_size":4}}]}"#.to_vec(),
+                None,
+                "both data and parameters.binary_data_size",
+            ),
+            (
+                br#"{"inputs":[{"name":"image","shape":[1,1,2,2],"datatype":"UINT8","parameters":{"binary_data_size":4}}]}"#.to_vec(),
+                None,
+                "no Inference-Header-Content-Length header",
+            ),
+            (
+                br#"{"inputs":[{"name":"image","shape":[1,1,2,2],"datatype":"UINT8"}]}"#.to_vec(),
+                None,
+                "neither data nor parameters.binary_data_size",
+            ),
+            (
+                br#"{"inputs":[{"name":"image","shape":[1,1,2,2],"datatype":"UINT8","data":[1,2,3,4],"parameters":{"shared_memory_region":"r"}}]}"#.to_vec(),
+                None,
+                "unknown parameter \"shared_memory_region\" in inputs[0].parameters",
+            ),
+        ];
+        for (body, h, want) in cases {
+            let e = decode_infer(&body, h, &spec()).expect_err(want).to_string();
+            assert!(e.contains(want), "{e:?} should contain {want:?}");
+        }
     }
 }

@@ -1,12 +1,13 @@
 //! Property-based tests (proptest) of the OIP request decoder and the k validation: valid requests of any batch
 //! size, nesting and key order decode to exactly their bytes; any other byte string is an error, never a panic;
 //! data longer or shorter than the declared shape is rejected with both counts; k is accepted exactly in
-//! 1..=classes/2.
+//! 1..=classes/2; binary-extension requests decode to the same bytes and any size mismatch is refused.
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use vp_core::{
-    InputError, InputSpec, KValue, RequestError, decode_request, k_from_request, validate_k,
+    InputError, InputSpec, KValue, RequestError, decode_infer, decode_request, k_from_request,
+    validate_k,
 };
 
 fn spec() -> InputSpec {
@@ -122,5 +123,38 @@ proptest! {
             let r = decode_request(&serde_json::to_vec(&v).expect("json"), &spec()).expect("decodes");
             prop_assert!(k_from_request(r.k.as_ref(), 10, 3).is_err(), "{:?}", r.k);
         }
+    }
+
+    #[test]
+    fn binary_requests_decode_to_their_bytes_and_a_wrong_size_is_refused(
+        n in 1usize..=8,
+        seed in any::<u64>(),
+        declared_delta in -3i64..=3,
+        extra in 0usize..4,
+    ) {
+        let data: Vec<u8> = (0..n * 6).map(|i| (seed.wrapping_mul(i as u64 + 1) >> 9) as u8).collect();
+        let declared = (n * 6) as i64 + declared_delta;
+        let header = format!(
+            r#"{{"inputs":[{{"name":"image","shape":[{n},1,2,3],"datatype":"UINT8","parameters":{{"binary_data_size":{declared}}}}}]}}"#
+        );
+        let mut b = header.clone().into_bytes();
+        b.extend_from_slice(&data);
+        b.extend(std::iter::repeat_n(0u8, extra));
+        let r = decode_infer(&b, Some(header.len()), &spec());
+        if declared_delta == 0 && extra == 0 {
+            let r = r.expect("valid binary request");
+            prop_assert_eq!(r.batch.n, n);
+            prop_assert_eq!(r.batch.data, data);
+        } else {
+            prop_assert!(matches!(r, Err(RequestError::Binary(_))), "{:?}", r);
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_with_any_header_length_are_an_error_not_a_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..512),
+        h in 0usize..600,
+    ) {
+        let _ = decode_infer(&bytes, Some(h), &spec());
     }
 }

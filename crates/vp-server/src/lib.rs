@@ -5,11 +5,13 @@
 pub mod budget;
 pub mod conn;
 pub mod flags;
+pub mod oip_http;
 pub mod shed;
 
 pub use budget::{BudgetError, MemoryBudget, Reservation};
 pub use conn::{ConnLimits, serve};
 pub use flags::LimitFlags;
+pub use oip_http::{ModelPath, header_length, infer_reply, json_errors};
 pub use shed::{Admission, BodyCost, Overloaded, Shedder};
 
 use axum::body::Bytes;

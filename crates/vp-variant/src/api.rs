@@ -1,4 +1,5 @@
-//! HTTP API of the variant server (OIP v2 REST): health, metadata, infer, metrics.
+//! HTTP API of the variant server (OIP v2 REST, JSON and the binary tensor extension, with or without a model
+//! version in the path): health, metadata, infer, metrics.
 
 use crate::Args;
 use crate::loader::{LoadError, Loaded};
@@ -6,7 +7,7 @@ use crate::metrics::Metrics;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -18,9 +19,10 @@ use tokio::sync::Semaphore;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use vp_core::oip::topk_response;
-use vp_core::{InputSpec, decode_request, k_from_request, top_k};
+use vp_core::reply::{ReplyPlan, encode};
+use vp_core::{InputSpec, decode_infer, k_from_request, top_k};
 use vp_infer::Model;
-use vp_server::{Admission, ApiError, BodyCost, MemoryBudget, Shedder, body_error};
+use vp_server::{Admission, ApiError, BodyCost, MemoryBudget, ModelPath, Shedder, body_error};
 
 /// Shared state of the server.
 pub struct AppState {
@@ -55,8 +57,9 @@ impl AppState {
         let spec = InputSpec::from_manifest(&manifest, args.max_batch);
         let budget = MemoryBudget::new(args.memory_budget_mib, RESERVE_MIB)
             .map_err(|e| LoadError::Flag(e.to_string()))?;
-        // Body bytes, plus the decoded tensor (at most half the body: each value takes at least 2 characters),
-        // plus the reply and the request's share of the runtime.
+        // Body bytes, plus the decoded tensor (at most half the body for JSON, where each value takes at least 2
+        // characters; at most the body for the binary extension), plus the reply and the request's share of the
+        // runtime.
         let cost = BodyCost {
             limit: args.body_limit(spec.sample_len()) as u64,
             per_byte: 2,
@@ -143,19 +146,21 @@ impl AppState {
         Ok(out)
     }
 
-    fn check_model(&self, name: &str) -> Result<(), ApiError> {
-        if name == self.name {
-            Ok(())
-        } else {
-            Err(ApiError::not_found(format!(
-                "unknown model {name:?}; this server serves {:?}",
-                self.name
-            )))
+    fn check_model(&self, path: &ModelPath) -> Result<(), ApiError> {
+        if path.name != self.name {
+            return Err(ApiError::not_found(format!(
+                "unknown model {:?}; this server serves {:?}",
+                path.name, self.name
+            )));
         }
+        path.check_version()
     }
 }
 
 type Shared = Arc<AppState>;
+
+/// The outputs of a variant's reply.
+pub const OUTPUTS: [&str; 2] = ["classes", "probs"];
 
 /// Largest batch run inline on the async worker.
 const INLINE_BATCH: usize = 4;
@@ -166,6 +171,7 @@ pub fn router(state: Shared, args: &Args) -> Router {
     let limit = args.body_limit(state.spec.sample_len());
     let inference = Router::new()
         .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             state.admission.clone(),
@@ -183,7 +189,12 @@ pub fn router(state: Shared, args: &Args) -> Router {
         )
         .route("/v2/health/ready", get(ready))
         .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(model_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_ready),
+        )
         .route(
             "/metrics",
             get(|State(s): State<Shared>| async move {
@@ -192,12 +203,15 @@ pub fn router(state: Shared, args: &Args) -> Router {
         )
         .merge(inference)
         .fallback(vp_server::not_found)
+        .layer(axum::middleware::from_fn(vp_server::json_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
 async fn server_metadata() -> Json<serde_json::Value> {
-    Json(json!({"name": "vp-variant", "version": env!("CARGO_PKG_VERSION"), "extensions": []}))
+    Json(
+        json!({"name": "vp-variant", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]}),
+    )
 }
 
 fn ready_reply(s: &AppState) -> Response {
@@ -218,21 +232,21 @@ async fn ready(State(s): State<Shared>) -> Response {
 
 async fn model_ready(
     State(s): State<Shared>,
-    Path(name): Path<String>,
+    Path(path): Path<ModelPath>,
 ) -> Result<Response, ApiError> {
-    s.check_model(&name)?;
+    s.check_model(&path)?;
     Ok(ready_reply(&s))
 }
 
 async fn model_metadata(
     State(s): State<Shared>,
-    Path(name): Path<String>,
+    Path(path): Path<ModelPath>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.check_model(&name)?;
+    s.check_model(&path)?;
     let [c, h, w] = s.spec.chw;
     Ok(Json(json!({
         "name": s.name,
-        "versions": ["1"],
+        "versions": vp_server::oip_http::VERSIONS,
         "platform": "onnxruntime_onnx",
         "inputs": [{"name": s.spec.name, "datatype": "UINT8", "shape": [-1, c, h, w]}],
         "outputs": [
@@ -252,11 +266,12 @@ async fn model_metadata(
 
 async fn infer(
     State(s): State<Shared>,
-    Path(name): Path<String>,
+    Path(path): Path<ModelPath>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let result = infer_inner(&s, &name, body).await;
+    let result = infer_inner(&s, &path, &headers, body).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) if e.status.is_client_error() => "client_error",
@@ -268,7 +283,7 @@ async fn infer(
         .with_label_values(&[outcome])
         .observe(started.elapsed().as_secs_f64());
     match result {
-        Ok(r) => r.into_response(),
+        Ok(r) => r,
         Err(e) => {
             tracing::debug!(status = %e.status, error = %e.message, "infer rejected");
             vp_server::error_reply(e)
@@ -278,14 +293,19 @@ async fn infer(
 
 async fn infer_inner(
     s: &AppState,
-    name: &str,
+    path: &ModelPath,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<vp_core::oip::InferResponse>, ApiError> {
-    s.check_model(name)?;
+) -> Result<Response, ApiError> {
+    s.check_model(path)?;
+    let header_len = vp_server::header_length(headers)?;
     let body = body.map_err(body_error)?;
-    let req = vp_server::decode_off_thread(body, s.spec.clone(), decode_request)
-        .await?
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let req = vp_server::decode_off_thread(body, s.spec.clone(), move |b, spec| {
+        decode_infer(b, header_len, spec)
+    })
+    .await?
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let plan = ReplyPlan::new(&req, &OUTPUTS).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let k = k_from_request(req.k.as_ref(), s.classes, s.default_k)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let batch = req.batch;
@@ -297,5 +317,11 @@ async fn infer_inner(
     }
     let probs = s.infer(batch.data, batch.n).await?;
     let rows: Vec<_> = probs.chunks(s.classes).map(|row| top_k(row, k)).collect();
-    Ok(Json(topk_response(&s.name, req.id, &rows, k)))
+    let reply = encode(&topk_response(&s.name, req.id, &rows, k), &plan).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reply encoding: {e}"),
+        )
+    })?;
+    Ok(vp_server::infer_reply(reply.body, reply.header_len))
 }

@@ -97,6 +97,35 @@ pub mod http {
         parse(&out)
     }
 
+    /// Sends a request with extra header lines ("Name: value") and returns (status, head, body bytes).
+    pub fn raw_bytes(
+        port: u16,
+        method: &str,
+        path: &str,
+        headers: &[String],
+        body: &[u8],
+    ) -> (u16, String, Vec<u8>) {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).expect("write head");
+        let _ = s.write_all(body);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let split = out
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(out.len());
+        let head = String::from_utf8_lossy(&out[..split]).to_string();
+        let body = out.get(split + 4..).unwrap_or_default().to_vec();
+        (parse(&out).0, head, body)
+    }
+
     pub fn parse(out: &[u8]) -> (u16, String) {
         let text = String::from_utf8_lossy(out).to_string();
         let status = text
