@@ -1,15 +1,16 @@
-//! HTTP API of the aggregator: OIP v2 infer for the whole ensemble, `/v1/classify` for image files, health,
-//! status and metrics.
+//! HTTP API of the aggregator: OIP v2 infer for the whole ensemble (JSON and the binary tensor extension, with
+//! or without a model version in the path), `/v1/classify` for image files, health, status and metrics.
 
 use crate::Args;
 use crate::fanout::{FanOut, fan_out};
-use crate::image_input::image_to_sample;
+use crate::image_input::{image_to_sample, inspect};
 use crate::metrics::Metrics;
 use crate::state::{Live, Snapshot};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,11 +18,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use vp_core::oip::{InferRequest, InferResponse, ResponseTensor, TensorData};
-use vp_core::{Combined, ImageBatch, k_from_request, validate_k};
-use vp_server::{ApiError, body_error, parse_json};
+use vp_core::oip::{InferResponse, ResponseTensor, TensorData};
+use vp_core::reply::{ReplyPlan, encode};
+use vp_core::{Combined, ImageBatch, decode_infer, k_from_request, validate_k};
+use vp_server::{Admission, ApiError, MemoryBudget, ModelPath, body_error, error_reply};
+
+/// The outputs of the aggregator's infer reply.
+pub const OUTPUTS: [&str; 2] = ["class", "scores"];
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -29,31 +33,80 @@ pub struct AppState {
     pub live: Arc<Live>,
     pub client: reqwest::Client,
     pub metrics: Arc<Metrics>,
+    /// Admission for OIP infer and for /v1/classify (one shedder and one memory budget shared by both).
+    pub infer_admission: Arc<Admission>,
+    pub classify_admission: Arc<Admission>,
+    /// `--request-timeout-ms`; the effective timeout also covers the config's deadline.
+    pub request_timeout_ms: u64,
 }
 
-/// The router with body limits, request timeout and tracing layers.
+impl AppState {
+    fn budget(&self) -> &MemoryBudget {
+        &self.classify_admission.budget
+    }
+}
+
+/// Time a request may take beyond the ensemble's deadline (decoding, combining, replying).
+pub const DEADLINE_HEADROOM_MS: u64 = 1_000;
+
+/// The request timeout in force: `--request-timeout-ms`, raised to the config's `deadline_ms` plus headroom so
+/// a long deadline gives a degraded answer rather than a 408.
+pub fn request_timeout(flag_ms: u64, deadline_ms: u64) -> Duration {
+    Duration::from_millis(flag_ms.max(deadline_ms.saturating_add(DEADLINE_HEADROOM_MS)))
+}
+
+async fn timeout_layer(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = request_timeout(s.request_timeout_ms, s.live.snapshot().config.deadline_ms);
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => vp_server::timeout_error().into_response(),
+    }
+}
+
+/// Largest OIP infer body: the biggest valid JSON batch plus room for the envelope.
+pub fn json_limit(max_batch: usize, sample_len: usize) -> usize {
+    max_batch
+        .saturating_mul(sample_len)
+        .saturating_mul(8)
+        .saturating_add(64 * 1024)
+}
+
+/// The router: probes, metadata, status and metrics answered directly; infer and classify behind admission
+/// control (load shedding and the memory budget), their body limits and the request timeout.
 pub fn router(state: AppState, args: &Args) -> Router {
     let sample = state.live.snapshot().spec.sample_len();
-    let json_limit = args
-        .max_batch
-        .saturating_mul(sample)
-        .saturating_mul(8)
-        .saturating_add(64 * 1024);
+    let json_limit = json_limit(args.max_batch, sample);
+    let infer_route = Router::new()
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer))
+        .layer(DefaultBodyLimit::max(json_limit))
+        .layer(from_fn_with_state(
+            state.infer_admission.clone(),
+            vp_server::shed::layer,
+        ));
+    let classify_route = Router::new()
+        .route("/v1/classify", post(classify))
+        .layer(DefaultBodyLimit::max(args.max_image_bytes))
+        .layer(from_fn_with_state(
+            state.classify_admission.clone(),
+            vp_server::shed::layer,
+        ));
+    let inference = infer_route
+        .merge(classify_route)
+        .layer(from_fn_with_state(state.clone(), timeout_layer));
     Router::new()
-        .route("/v2", get(|| async { Json(json!({"name": "vp-aggregator", "version": env!("CARGO_PKG_VERSION"), "extensions": []})) }))
+        .route("/v2", get(|| async { Json(json!({"name": "vp-aggregator", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]})) }))
         .route("/v2/health/live", get(|| async { Json(json!({"live": true})) }))
         .route("/v2/health/ready", get(ready))
         .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(model_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
-        .route("/v2/models/{name}/infer", post(infer).layer(DefaultBodyLimit::max(json_limit)))
-        .route("/v1/classify", post(classify).layer(DefaultBodyLimit::max(args.max_image_bytes)))
+        .route("/v2/models/{name}/versions/{version}/ready", get(model_ready))
         .route("/v1/status", get(status))
         .route("/metrics", get(|State(s): State<AppState>| async move { vp_server::metrics_response(&s.metrics.registry) }))
+        .merge(inference)
         .fallback(vp_server::not_found)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_millis(args.request_timeout_ms),
-        ))
+        .layer(axum::middleware::from_fn(vp_server::json_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -79,37 +132,36 @@ async fn ready(State(s): State<AppState>) -> Response {
     ready_reply(&s.live.snapshot())
 }
 
-fn check_model(snap: &Snapshot, name: &str) -> Result<(), ApiError> {
-    if name == snap.model_name {
-        Ok(())
-    } else {
-        Err(ApiError::not_found(format!(
-            "unknown model {name:?}; this aggregator serves {:?}",
-            snap.model_name
-        )))
+fn check_model(snap: &Snapshot, path: &ModelPath) -> Result<(), ApiError> {
+    if path.name != snap.model_name {
+        return Err(ApiError::not_found(format!(
+            "unknown model {:?}; this aggregator serves {:?}",
+            path.name, snap.model_name
+        )));
     }
+    path.check_version()
 }
 
 async fn model_ready(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    Path(path): Path<ModelPath>,
 ) -> Result<Response, ApiError> {
     let snap = s.live.snapshot();
-    check_model(&snap, &name)?;
+    check_model(&snap, &path)?;
     Ok(ready_reply(&snap))
 }
 
 async fn model_metadata(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    Path(path): Path<ModelPath>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let snap = s.live.snapshot();
-    check_model(&snap, &name)?;
+    check_model(&snap, &path)?;
     let [c, h, w] = snap.spec.chw;
     let classes = snap.manifest.classes();
     Ok(Json(json!({
         "name": snap.model_name,
-        "versions": ["1"],
+        "versions": vp_server::oip_http::VERSIONS,
         "platform": "vp-ensemble",
         "inputs": [{"name": snap.spec.name, "datatype": "UINT8", "shape": [-1, c, h, w]}],
         "outputs": [
@@ -137,7 +189,7 @@ async fn status(State(s): State<AppState>) -> Json<serde_json::Value> {
         "top_k": snap.config.top_k,
         "min_variants": snap.config.min_variants,
         "deadline_ms": snap.config.deadline_ms,
-        "variants": snap.endpoints.iter().map(|e| json!({"name": e.name, "url": e.base_url, "up": e.health.is_up()})).collect::<Vec<_>>(),
+        "variants": snap.endpoints.iter().map(|e| json!({"name": e.name, "url": e.base_url, "up": e.health.is_up(), "ejected": e.health.is_ejected()})).collect::<Vec<_>>(),
         "available": snap.names(up),
         "expected_accuracy": snap.manifest.expected_accuracy(up, snap.config.top_k),
     }))
@@ -220,11 +272,12 @@ fn record(s: &AppState, endpoint: &str, started: Instant, result: &Result<bool, 
 
 async fn infer(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    Path(path): Path<ModelPath>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let result = infer_inner(&s, &name, body).await;
+    let result = infer_inner(&s, &path, &headers, body).await;
     record(
         &s,
         "infer",
@@ -232,26 +285,31 @@ async fn infer(
         &result.as_ref().map(|(_, d)| *d).map_err(|e| e.status),
     );
     match result {
-        Ok((r, _)) => Json(r).into_response(),
-        Err(e) => e.into_response(),
+        Ok((r, _)) => r,
+        Err(e) => error_reply(e),
     }
 }
 
 async fn infer_inner(
     s: &AppState,
-    name: &str,
+    path: &ModelPath,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(InferResponse, bool), ApiError> {
+) -> Result<(Response, bool), ApiError> {
     let snap = s.live.snapshot();
-    check_model(&snap, name)?;
-    let req: InferRequest = parse_json(body)?;
+    check_model(&snap, path)?;
+    let header_len = vp_server::header_length(headers)?;
+    let body = body.map_err(body_error)?;
+    let req = vp_server::decode_off_thread(body, snap.spec.clone(), move |b, spec| {
+        decode_infer(b, header_len, spec)
+    })
+    .await?
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let plan = ReplyPlan::new(&req, &OUTPUTS).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let classes = snap.manifest.classes();
-    let k = k_from_request(&req, classes, snap.config.top_k)
+    let k = k_from_request(req.k.as_ref(), classes, snap.config.top_k)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let batch = snap
-        .spec
-        .validate(&req)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let batch = req.batch;
     let a = answer(s, &snap, &batch, k).await?;
     let class: Vec<i64> = a.combined.iter().map(|c| c.class as i64).collect();
     let scores: Vec<f32> = a
@@ -283,7 +341,16 @@ async fn infer_inner(
             },
         ],
     };
-    Ok((resp, a.degraded))
+    let reply = encode(&resp, &plan).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reply encoding: {e}"),
+        )
+    })?;
+    Ok((
+        vp_server::infer_reply(reply.body, reply.header_len),
+        a.degraded,
+    ))
 }
 
 /// `?k=` on /v1/classify.
@@ -328,7 +395,7 @@ async fn classify(
     );
     match result {
         Ok(r) => Json(r).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => error_reply(e),
     }
 }
 
@@ -347,10 +414,24 @@ async fn classify_inner(
     };
     let body = body.map_err(body_error)?;
     let chw = snap.spec.chw;
-    let data = tokio::task::spawn_blocking(move || image_to_sample(&body, chw))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let unusable =
+        |e: crate::ImageError| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
+    // The header says how much memory decoding takes; reserve it (or refuse) before any pixel is decoded. The
+    // reservation moves into the decode task, so a request that times out keeps it until the decode ends.
+    let header = inspect(&body).map_err(unusable)?;
+    let memory = s.budget().try_reserve(header.decode_bytes).map_err(|e| {
+        if e == vp_server::BudgetError::Busy {
+            s.metrics.shed.inc();
+        }
+        ApiError::from(e)
+    })?;
+    let data = tokio::task::spawn_blocking(move || {
+        let _memory = memory;
+        image_to_sample(&body, chw)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(unusable)?;
     let a = answer(s, &snap, &ImageBatch { n: 1, data }, k).await?;
     let c = a
         .combined
@@ -378,4 +459,19 @@ async fn classify_inner(
         expected_accuracy: a.expected_accuracy,
         k,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_timeout_covers_the_deadline() {
+        assert_eq!(request_timeout(10_000, 200), Duration::from_secs(10));
+        assert_eq!(request_timeout(10_000, 60_000), Duration::from_secs(61));
+        assert_eq!(
+            request_timeout(0, u64::MAX),
+            Duration::from_millis(u64::MAX)
+        );
+    }
 }

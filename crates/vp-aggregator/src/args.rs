@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use std::path::PathBuf;
-use vp_server::LogFormat;
+use vp_server::{LimitFlags, LogFormat};
 
 /// Combine the top-k replies of a family's variant servers into one answer.
 #[derive(Debug, Clone, Parser)]
@@ -20,9 +20,15 @@ pub struct Args {
     /// Largest image file accepted by /v1/classify, in bytes.
     #[arg(long, env = "VP_MAX_IMAGE_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_image_bytes: usize,
-    /// Requests taking longer than this get 408.
+    /// Requests taking longer than this get 408 (raised to the config's deadline_ms + 1 s when that is longer).
     #[arg(long, env = "VP_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+    /// Memory this server may use in all, in MiB (set it to the container's memory limit); request bodies and
+    /// image decodes are admitted only while they fit.
+    #[arg(long, env = "VP_MEMORY_BUDGET_MIB", default_value_t = 128)]
+    pub memory_budget_mib: u64,
+    #[command(flatten)]
+    pub limits: LimitFlags,
     /// Log format.
     #[arg(long, env = "VP_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -1,6 +1,7 @@
 //! Fan-out: sends one validated batch to every live variant concurrently and collects the top-k replies that
 //! arrive before the deadline. A variant that refuses or errors is marked down at once (the prober brings it
-//! back); a slow one just misses this answer.
+//! back); a slow one misses this answer, and one that times out or errors repeatedly is ejected
+//! ([`crate::outlier`]). Replies are read up to the size a top-k reply can need, no further.
 
 use crate::metrics::Metrics;
 use crate::state::{Endpoint, Live, Snapshot};
@@ -122,6 +123,7 @@ pub async fn fan_out(
                     Ok(Err(CallError::Bad(e))) => Outcome::Error(e),
                     Err(_) => Outcome::Timeout,
                 };
+                live.record_reply(ep, matches!(outcome, Outcome::Ok(_)));
                 let label = match &outcome {
                     Outcome::Ok(_) => "ok",
                     Outcome::Timeout => "timeout",
@@ -146,6 +148,14 @@ enum CallError {
     Bad(String),
 }
 
+/// Largest reply accepted for `n` samples at top-`k`: 64 bytes per (class, probability) pair (about 20 are
+/// used) plus 16 KiB for the envelope and error messages.
+pub fn reply_cap(n: usize, k: usize) -> usize {
+    n.saturating_mul(k)
+        .saturating_mul(64)
+        .saturating_add(16 * 1024)
+}
+
 async fn call(
     client: &reqwest::Client,
     ep: &Endpoint,
@@ -154,7 +164,7 @@ async fn call(
     k: usize,
     classes: usize,
 ) -> Result<Vec<TopK>, CallError> {
-    let resp = client
+    let mut resp = client
         .post(&ep.infer_url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body)
@@ -162,10 +172,25 @@ async fn call(
         .await
         .map_err(|e| CallError::Down(format!("unreachable ({})", error_chain(&e))))?;
     let status = resp.status();
-    let bytes = resp
-        .bytes()
+    let cap = reply_cap(n, k);
+    if resp.content_length().is_some_and(|l| l > cap as u64) {
+        return Err(CallError::Bad(format!(
+            "reply is larger than the {cap} bytes a top-{k} reply for {n} samples can need"
+        )));
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
         .await
-        .map_err(|e| CallError::Down(format!("reply cut off ({})", error_chain(&e))))?;
+        .map_err(|e| CallError::Down(format!("reply cut off ({})", error_chain(&e))))?
+    {
+        if bytes.len() + chunk.len() > cap {
+            return Err(CallError::Bad(format!(
+                "reply is larger than the {cap} bytes a top-{k} reply for {n} samples can need"
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
     if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
         return Err(CallError::Down("not ready (503)".into()));
     }

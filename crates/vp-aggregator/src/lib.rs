@@ -7,15 +7,67 @@ mod args;
 mod fanout;
 mod image_input;
 mod metrics;
+mod outlier;
 mod prober;
 mod state;
 
 pub use args::Args;
-pub use image_input::{ImageError, image_to_sample};
+pub use image_input::{ImageError, ImageHeader, MAX_SIDE, image_to_sample, inspect};
 pub use state::{LoadError, Snapshot, load_snapshot};
 
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use vp_server::{Admission, BodyCost, MemoryBudget, Shedder};
+
+/// Memory the aggregator keeps for itself out of `--memory-budget-mib` (runtime, config, HTTP client pool;
+/// about 10 MiB RSS at rest, see docs/dataplane.md).
+pub const RESERVE_MIB: u64 = 32;
+
+/// Admission control for the two inference routes: one shedder (its size derived from the OIP route's cost
+/// unless set by flags) and one memory budget. An OIP request reserves 4x its body (the body, the decoded
+/// batch, and the JSON sent to the variants); a classify request reserves its body, then its decode once the
+/// image header has been read.
+fn admission(
+    args: &Args,
+    live: &state::Live,
+    metrics: &metrics::Metrics,
+) -> Result<(Arc<Admission>, Arc<Admission>), LoadError> {
+    let budget = MemoryBudget::new(args.memory_budget_mib, RESERVE_MIB)
+        .map_err(|e| LoadError::Metrics(e.to_string()))?;
+    let sample = live.snapshot().spec.sample_len();
+    let infer = BodyCost {
+        limit: api::json_limit(args.max_batch, sample) as u64,
+        per_byte: 4,
+        fixed: 256 * 1024,
+    };
+    let classify = BodyCost {
+        limit: args.max_image_bytes as u64,
+        per_byte: 1,
+        fixed: 256 * 1024,
+    };
+    for (flag, worst) in [
+        ("--max-batch", infer.worst()),
+        ("--max-image-bytes", classify.worst()),
+    ] {
+        if worst > budget.capacity() {
+            return Err(LoadError::Metrics(format!(
+                "--memory-budget-mib {} is too small for {flag}: one request may need {} MiB",
+                args.memory_budget_mib,
+                worst.div_ceil(1 << 20)
+            )));
+        }
+    }
+    let (in_flight, queue) = args.limits.admission(budget.capacity(), infer.worst());
+    let shedder = Arc::new(Shedder::new(in_flight, queue, metrics.shed.clone()));
+    let make = |cost| {
+        Arc::new(Admission {
+            shedder: shedder.clone(),
+            budget: budget.clone(),
+            cost,
+        })
+    };
+    Ok((make(infer), make(classify)))
+}
 
 /// Loads the config, starts the config watcher and the health prober, and serves until a shutdown signal.
 pub async fn serve(args: Args) -> Result<(), LoadError> {
@@ -36,18 +88,26 @@ pub async fn serve(args: Args) -> Result<(), LoadError> {
     ));
     tokio::spawn(prober::run(live.clone(), client.clone()));
     tracing::info!(%addr, config = %args.config.display(), "aggregator listening");
+    let (infer_admission, classify_admission) = admission(&args, &live, &metrics)?;
     let app = api::router(
         api::AppState {
             live,
             client,
             metrics,
+            infer_admission,
+            classify_admission,
+            request_timeout_ms: args.request_timeout_ms,
         },
         &args,
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(vp_server::shutdown_signal())
-        .await
-        .map_err(LoadError::Serve)?;
+    vp_server::serve(
+        listener,
+        app,
+        args.limits.conn_limits(),
+        vp_server::shutdown_signal(),
+    )
+    .await
+    .map_err(LoadError::Serve)?;
     tracing::info!("aggregator stopped");
     Ok(())
 }

@@ -24,6 +24,10 @@ pub struct Metrics {
     pub degraded: IntCounter,
     /// Config reloads by outcome (ok, error).
     pub reloads: IntCounterVec,
+    /// Outlier ejections per variant.
+    pub ejections: IntCounterVec,
+    /// Requests refused with 503 because the aggregator was at capacity.
+    pub shed: IntCounter,
 }
 
 impl Metrics {
@@ -78,6 +82,19 @@ impl Metrics {
             ),
             &["outcome"],
         )?;
+        let ejections = IntCounterVec::new(
+            Opts::new(
+                "vp_aggregator_variant_ejections_total",
+                "Times a variant was ejected after consecutive timeouts or errors",
+            ),
+            &["variant"],
+        )?;
+        let shed = IntCounter::new(
+            "vp_aggregator_shed_requests_total",
+            "Requests refused with 503 + Retry-After because the aggregator was at capacity",
+        )?;
+        registry.register(Box::new(ejections.clone()))?;
+        registry.register(Box::new(shed.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(variant_replies.clone()))?;
@@ -96,6 +113,8 @@ impl Metrics {
             expected_accuracy,
             degraded,
             reloads,
+            ejections,
+            shed,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! Background health probes: asks every configured variant's `/v2/health/ready` each `probe_interval_ms`, so a
-//! dead or hung variant is skipped before requests wait on it, and a restarted one rejoins within one period.
+//! dead or hung variant is skipped before requests wait on it, and a restarted one rejoins within one period;
+//! an ejected variant (see [`crate::outlier`]) is re-admitted by the first passed probe after its ejection.
 
 use crate::state::Live;
 use std::sync::Arc;
@@ -21,7 +22,11 @@ pub async fn run(live: Arc<Live>, client: reqwest::Client) {
             }
         });
         for (ep, ok) in futures::future::join_all(probes).await {
-            live.set_up(ep, ok);
+            if ok {
+                live.probe_passed(ep);
+            } else {
+                live.set_up(ep, false);
+            }
         }
         tokio::time::sleep(Duration::from_millis(snap.config.probe_interval_ms)).await;
     }

@@ -2,11 +2,12 @@
 //! atomically when the config file changes, and each variant's up/down health shared across reloads.
 
 use crate::metrics::Metrics;
+use crate::outlier::{Outlier, Policy, Verdict};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 use vp_core::{AggregatorConfig, Combiner, ConfigError, InputSpec, Manifest, ManifestError};
 
@@ -27,15 +28,37 @@ pub enum LoadError {
     Serve(std::io::Error),
 }
 
-/// Whether a variant currently answers (set by probes and by failed requests).
+/// Whether a variant currently answers: its probe state (set by probes and by refused requests) and its outlier
+/// state (set by timeouts and errors, see [`crate::outlier`]).
 #[derive(Debug)]
 pub struct Health {
     up: AtomicBool,
+    outlier: Mutex<Outlier>,
 }
 
 impl Health {
+    fn new() -> Self {
+        Self {
+            up: AtomicBool::new(true),
+            outlier: Mutex::new(Outlier::default()),
+        }
+    }
+
+    /// Up and not ejected: requests are sent to it.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::SeqCst)
+        self.up.load(Ordering::SeqCst) && !self.with_outlier(|o| o.is_ejected())
+    }
+
+    /// Skipped after repeated timeouts or errors until the prober re-admits it.
+    pub fn is_ejected(&self) -> bool {
+        self.with_outlier(|o| o.is_ejected())
+    }
+
+    fn with_outlier<T>(&self, f: impl FnOnce(&mut Outlier) -> T) -> T {
+        match self.outlier.lock() {
+            Ok(mut g) => f(&mut g),
+            Err(p) => f(&mut p.into_inner()),
+        }
     }
 }
 
@@ -113,9 +136,7 @@ pub fn load_snapshot(path: &Path, max_batch: usize) -> Result<Snapshot, LoadErro
                 infer_url: format!("{base}/v2/models/{}/infer", v.name),
                 ready_url: format!("{base}/v2/health/ready"),
                 base_url: base,
-                health: Arc::new(Health {
-                    up: AtomicBool::new(true),
-                }),
+                health: Arc::new(Health::new()),
             })
         })
         .collect::<Vec<_>>();
@@ -197,6 +218,39 @@ impl Live {
             }
             self.refresh_gauges();
         }
+    }
+
+    /// Records the outcome of one request to a variant; ejects it after the configured run of failures.
+    pub fn record_reply(&self, e: &Endpoint, ok: bool) {
+        let snap = self.snapshot();
+        let policy = Policy {
+            failures: snap.config.outlier_failures,
+            base_ejection: Duration::from_millis(snap.config.outlier_ejection_ms),
+        };
+        if ok {
+            e.health.with_outlier(Outlier::success);
+            return;
+        }
+        if let Verdict::Ejected(period) =
+            e.health.with_outlier(|o| o.failure(Instant::now(), policy))
+        {
+            tracing::warn!(variant = %e.name, url = %e.base_url, ejected_ms = period.as_millis() as u64,
+                failures = policy.failures, "variant failed repeatedly; ejected");
+            self.metrics
+                .ejections
+                .with_label_values(&[e.name.as_str()])
+                .inc();
+            self.refresh_gauges();
+        }
+    }
+
+    /// Records a passed readiness probe: marks the variant up and re-admits it if its ejection is over.
+    pub fn probe_passed(&self, e: &Endpoint) {
+        if e.health.with_outlier(|o| o.probe_passed(Instant::now())) {
+            tracing::info!(variant = %e.name, url = %e.base_url, "ejection over and probe passed; re-admitted");
+            self.refresh_gauges();
+        }
+        self.set_up(e, true);
     }
 
     /// Recomputes the availability gauges from the current snapshot.

@@ -52,6 +52,12 @@ pub struct AggregatorConfig {
     pub probe_interval_ms: u64,
     #[serde(default = "default_probe_timeout_ms")]
     pub probe_timeout_ms: u64,
+    /// A variant that times out or errors this many times in a row is ejected (skipped) for a while.
+    #[serde(default = "default_outlier_failures")]
+    pub outlier_failures: u32,
+    /// First ejection period; each further ejection without a success in between doubles it (at most 16x).
+    #[serde(default = "default_outlier_ejection_ms")]
+    pub outlier_ejection_ms: u64,
     pub variants: Vec<VariantEndpoint>,
 }
 
@@ -69,6 +75,12 @@ fn default_probe_interval_ms() -> u64 {
 }
 fn default_probe_timeout_ms() -> u64 {
     300
+}
+fn default_outlier_failures() -> u32 {
+    3
+}
+fn default_outlier_ejection_ms() -> u64 {
+    5_000
 }
 
 impl AggregatorConfig {
@@ -126,9 +138,15 @@ impl AggregatorConfig {
                 self.min_variants
             ));
         }
-        if self.deadline_ms == 0 || self.probe_interval_ms == 0 || self.probe_timeout_ms == 0 {
+        if self.deadline_ms == 0
+            || self.probe_interval_ms == 0
+            || self.probe_timeout_ms == 0
+            || self.outlier_failures == 0
+            || self.outlier_ejection_ms == 0
+        {
             return bad(
-                "deadline_ms, probe_interval_ms and probe_timeout_ms must be positive".into(),
+                "deadline_ms, probe_interval_ms, probe_timeout_ms, outlier_failures and outlier_ejection_ms must be positive"
+                    .into(),
             );
         }
         for (name, w) in &self.weights {
@@ -181,6 +199,7 @@ mod tests {
         let c = AggregatorConfig::from_yaml(OK).expect("ok");
         c.validate(&manifest()).expect("valid");
         assert_eq!((c.top_k, c.deadline_ms, c.min_variants), (3, 200, 1));
+        assert_eq!((c.outlier_failures, c.outlier_ejection_ms), (3, 5_000));
         assert_eq!(c.combine, CombineRule::SoftVote);
         assert_eq!(
             c.manifest_path(Path::new("/etc/vp/aggregator.yaml")),
@@ -231,6 +250,7 @@ mod tests {
             (format!("{OK}min_variants: 3\n"), "min_variants"),
             (format!("{OK}min_variants: 0\n"), "min_variants"),
             (format!("{OK}deadline_ms: 0\n"), "positive"),
+            (format!("{OK}outlier_failures: 0\n"), "positive"),
             (
                 format!("{OK}combine: average\n"),
                 "unknown variant `average`",

@@ -1,10 +1,10 @@
-//! Input validation: checks an OIP v2 request against the family's input spec (one `UINT8` tensor
-//! `[N, C, H, W]`) and the request parameters, with an error message a client can act on.
+//! Input validation: the family's input spec (one `UINT8` tensor `[N, C, H, W]`), the errors a request is
+//! rejected with (each a message a client can act on), and the `k` parameter. The request body itself is
+//! decoded against the spec by [`crate::request`].
 
 use crate::manifest::Manifest;
-use crate::oip::InferRequest;
+use crate::request::KValue;
 use crate::topk::{KError, validate_k};
-use serde_json::Value;
 use thiserror::Error;
 
 /// What every model of a family takes: one uint8 tensor named `name` of shape `[N, c, h, w]`.
@@ -25,7 +25,7 @@ pub struct ImageBatch {
 }
 
 /// Why a request was rejected (always the client's fault: a 4xx).
-#[derive(Debug, Error, PartialEq)]
+#[derive(Debug, Clone, Error, PartialEq)]
 pub enum InputError {
     #[error("expected exactly one input tensor named {expected:?}, got {got}")]
     InputCount { expected: String, got: usize },
@@ -80,116 +80,26 @@ impl InputSpec {
     pub fn sample_len(&self) -> usize {
         self.chw.iter().product()
     }
-
-    /// Checks the request's single input tensor and returns its bytes.
-    pub fn validate(&self, req: &InferRequest) -> Result<ImageBatch, InputError> {
-        let [c, h, w] = self.chw;
-        if req.inputs.len() != 1 {
-            return Err(InputError::InputCount {
-                expected: self.name.clone(),
-                got: req.inputs.len(),
-            });
-        }
-        let t = &req.inputs[0];
-        if t.name != self.name {
-            return Err(InputError::Name {
-                expected: self.name.clone(),
-                got: t.name.clone(),
-            });
-        }
-        if t.datatype != "UINT8" {
-            return Err(InputError::Datatype {
-                name: t.name.clone(),
-                got: t.datatype.clone(),
-            });
-        }
-        let shape_ok = t.shape.len() == 4
-            && t.shape[0] >= 1
-            && t.shape[0] as u64 <= self.max_batch as u64
-            && t.shape[1..] == [c as i64, h as i64, w as i64];
-        if !shape_ok {
-            return Err(InputError::Shape {
-                name: t.name.clone(),
-                c,
-                h,
-                w,
-                max_batch: self.max_batch,
-                got: t.shape.clone(),
-            });
-        }
-        let n = t.shape[0] as usize;
-        let expected = n * self.sample_len();
-        let mut data = Vec::with_capacity(expected);
-        let mut count = 0;
-        flatten_u8(&t.data, &t.name, &mut data, &mut count, expected)?;
-        if count != expected {
-            return Err(InputError::DataLength {
-                name: t.name.clone(),
-                shape: t.shape.clone(),
-                expected,
-                got: count,
-            });
-        }
-        Ok(ImageBatch { n, data })
-    }
-}
-
-/// Appends the (possibly nested) array of integers 0..=255 in `v` to `out` (at most `limit` of them, so an
-/// oversized array cannot grow memory further) and counts all values in `count`.
-fn flatten_u8(
-    v: &Value,
-    name: &str,
-    out: &mut Vec<u8>,
-    count: &mut usize,
-    limit: usize,
-) -> Result<(), InputError> {
-    let Value::Array(items) = v else {
-        return Err(InputError::DataNotArray {
-            name: name.to_string(),
-        });
-    };
-    for item in items {
-        let bad = |value: String| InputError::DataValue {
-            name: name.to_string(),
-            index: *count,
-            value,
-        };
-        match item {
-            Value::Array(_) => flatten_u8(item, name, out, count, limit)?,
-            Value::Number(num) => match num.as_u64() {
-                Some(x) if x <= 255 => {
-                    if out.len() < limit {
-                        out.push(x as u8);
-                    }
-                    *count += 1;
-                }
-                _ => return Err(bad(num.to_string())),
-            },
-            other => return Err(bad(other.to_string())),
-        }
-    }
-    Ok(())
 }
 
 /// The `k` request parameter if present, validated for `classes` classes; `default` otherwise.
 pub fn k_from_request(
-    req: &InferRequest,
+    k: Option<&KValue>,
     classes: usize,
     default: usize,
 ) -> Result<usize, InputError> {
-    match req.parameters.as_ref().and_then(|p| p.get("k")) {
+    match k {
         None => Ok(default),
-        Some(v) => match v.as_i64() {
-            Some(k) => Ok(validate_k(k, classes)?),
-            None => Err(InputError::KNotInteger(v.to_string())),
-        },
+        Some(KValue::Int(k)) => Ok(validate_k(*k, classes)?),
+        Some(KValue::Other(v)) => Err(InputError::KNotInteger(v.clone())),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::request::{RequestError, decode_request};
+    use serde_json::{Value, json};
 
     fn spec() -> InputSpec {
         InputSpec {
@@ -199,21 +109,18 @@ mod tests {
         }
     }
 
-    fn req(v: Value) -> InferRequest {
-        serde_json::from_value(v).expect("request")
+    fn decode(v: Value) -> Result<ImageBatch, RequestError> {
+        let body = serde_json::to_vec(&v).expect("json");
+        decode_request(&body, &spec()).map(|r| r.batch)
     }
 
-    fn one(shape: Value, datatype: &str, data: Value) -> InferRequest {
-        req(
-            json!({"inputs": [{"name": "image", "shape": shape, "datatype": datatype, "data": data}]}),
-        )
+    fn one(shape: Value, datatype: &str, data: Value) -> Value {
+        json!({"inputs": [{"name": "image", "shape": shape, "datatype": datatype, "data": data}]})
     }
 
     #[test]
     fn accepts_flat_and_nested_data() {
-        let b = spec()
-            .validate(&one(json!([1, 1, 2, 2]), "UINT8", json!([0, 1, 2, 255])))
-            .expect("ok");
+        let b = decode(one(json!([1, 1, 2, 2]), "UINT8", json!([0, 1, 2, 255]))).expect("ok");
         assert_eq!(
             b,
             ImageBatch {
@@ -221,27 +128,45 @@ mod tests {
                 data: vec![0, 1, 2, 255]
             }
         );
-        let b = spec()
-            .validate(&one(
-                json!([2, 1, 2, 2]),
-                "UINT8",
-                json!([[[[1, 2], [3, 4]]], [[[5, 6], [7, 8]]]]),
-            ))
-            .expect("ok");
+        let b = decode(one(
+            json!([2, 1, 2, 2]),
+            "UINT8",
+            json!([[[[1, 2], [3, 4]]], [[[5, 6], [7, 8]]]]),
+        ))
+        .expect("ok");
         assert_eq!(b.n, 2);
         assert_eq!(b.data, (1..=8).collect::<Vec<u8>>());
     }
 
     #[test]
+    fn shape_before_or_after_data_gives_the_same_answer() {
+        let early = br#"{"inputs":[{"name":"image","shape":[1,1,2,2],"datatype":"UINT8","data":[1,2,3,4]}]}"#;
+        let late = br#"{"inputs":[{"data":[1,2,3,4],"datatype":"UINT8","shape":[1,1,2,2],"name":"image"}]}"#;
+        let a = decode_request(early, &spec()).expect("early");
+        assert_eq!(a, decode_request(late, &spec()).expect("late"));
+        let long_early = br#"{"inputs":[{"name":"image","shape":[1,1,2,2],"datatype":"UINT8","data":[1,2,3,4,5]}]}"#;
+        let long_late = br#"{"inputs":[{"data":[1,2,3,4,5],"name":"image","shape":[1,1,2,2],"datatype":"UINT8"}]}"#;
+        for body in [&long_early[..], &long_late[..]] {
+            let e = decode_request(body, &spec())
+                .expect_err("too long")
+                .to_string();
+            assert!(e.contains("must hold 4 values, got 5"), "{e}");
+        }
+    }
+
+    #[test]
     fn rejects_each_kind_of_bad_input_with_a_clear_message() {
-        let s = spec();
-        let cases: Vec<(InferRequest, &str)> = vec![
-            (req(json!({"inputs": []})), "exactly one input"),
+        let cases: Vec<(Value, &str)> = vec![
+            (json!({"inputs": []}), "exactly one input"),
             (
-                req(
-                    json!({"inputs": [{"name": "x", "shape": [1, 1, 2, 2], "datatype": "UINT8", "data": [0, 0, 0, 0]}]}),
-                ),
+                json!({"inputs": [{"name": "x", "shape": [1, 1, 2, 2], "datatype": "UINT8", "data": [0, 0, 0, 0]}]}),
                 "unknown input \"x\"",
+            ),
+            (
+                json!({"inputs": [
+                    {"name": "image", "shape": [1, 1, 2, 2], "datatype": "UINT8", "data": [0, 0, 0, 0]},
+                    {"name": "image", "shape": [1, 1, 2, 2], "datatype": "UINT8", "data": [0, 0, 0, 0]}]}),
+                "got 2",
             ),
             (
                 one(json!([1, 1, 2, 2]), "FP32", json!([0.0, 0.0, 0.0, 0.0])),
@@ -281,35 +206,65 @@ mod tests {
                 "data[1] = \"a\"",
             ),
             (
+                one(json!([1, 1, 2, 2]), "UINT8", json!([0, null, {}, 0])),
+                "data[1] = null",
+            ),
+            (
                 one(json!([1, 1, 2, 2]), "UINT8", json!("AAAA")),
                 "array of numbers",
             ),
+            (json!({"id": "x"}), "missing field `inputs`"),
+            (
+                json!({"inputs": [{"name": "image"}]}),
+                "missing field `shape`",
+            ),
+            (json!([1, 2]), "malformed request JSON"),
         ];
         for (r, want) in cases {
-            let e = s.validate(&r).expect_err(want).to_string();
+            let e = decode(r).expect_err(want).to_string();
             assert!(e.contains(want), "{e:?} should contain {want:?}");
         }
+        for body in [&b""[..], b"  \n"] {
+            assert_eq!(decode_request(body, &spec()), Err(RequestError::Empty));
+        }
+        let e = decode_request(b"{\"inputs\": [] } x", &spec()).expect_err("trailing");
+        assert!(matches!(e, RequestError::Json(_)), "{e:?}");
     }
 
     #[test]
     fn k_parameter() {
-        let mut r = one(json!([1, 1, 2, 2]), "UINT8", json!([0, 0, 0, 0]));
-        assert_eq!(k_from_request(&r, 10, 3), Ok(3));
-        r.parameters = Some(serde_json::from_value(json!({"k": 5})).expect("map"));
-        assert_eq!(k_from_request(&r, 10, 3), Ok(5));
-        r.parameters = Some(serde_json::from_value(json!({"k": 6})).expect("map"));
-        assert!(
-            k_from_request(&r, 10, 3)
-                .expect_err("should fail")
-                .to_string()
-                .contains("between 1 and 5")
-        );
-        r.parameters = Some(serde_json::from_value(json!({"k": "two"})).expect("map"));
-        assert!(
-            k_from_request(&r, 10, 3)
-                .expect_err("should fail")
-                .to_string()
-                .contains("integer")
-        );
+        let k = |v: Value| {
+            let mut r = one(json!([1, 1, 2, 2]), "UINT8", json!([0, 0, 0, 0]));
+            r["parameters"] = v;
+            let body = serde_json::to_vec(&r).expect("json");
+            let d = decode_request(&body, &spec()).map_err(|e| e.to_string())?;
+            k_from_request(d.k.as_ref(), 10, 3).map_err(|e| e.to_string())
+        };
+        assert_eq!(k(Value::Null), Ok(3));
+        assert_eq!(k(json!({})), Ok(3));
+        assert_eq!(k(json!({"k": 5})), Ok(5));
+        assert_eq!(k(json!({"top_k": 4})), Ok(4));
+        for (v, want) in [
+            (json!({"k": 6}), "between 1 and 5"),
+            (json!({"top_k": 6}), "between 1 and 5"),
+            (json!({"k": -1}), "between 1 and 5"),
+            (json!({"k": "two"}), "integer"),
+            (json!({"k": 2.5}), "integer, got 2.5"),
+            (json!({"k": [2]}), "integer, got an array"),
+            (json!({"k": true}), "integer, got true"),
+            (json!({"k": u64::MAX}), "integer"),
+            (json!({"k": 2, "top_k": 2}), "give one of them"),
+            (
+                json!({"other": [1, 2, 3]}),
+                "unknown parameter \"other\" in parameters; this server reads k (alias top_k)",
+            ),
+            (
+                json!({"binary_data_output": "yes"}),
+                "parameters.binary_data_output must be true or false, got \"yes\"",
+            ),
+        ] {
+            let e = k(v).expect_err(want);
+            assert!(e.contains(want), "{e:?} should contain {want:?}");
+        }
     }
 }

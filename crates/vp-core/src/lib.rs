@@ -7,10 +7,16 @@ pub mod config;
 pub mod input;
 pub mod manifest;
 pub mod oip;
+mod params;
+pub mod reply;
+pub mod request;
 pub mod topk;
 
 pub use combine::{CombineRule, Combined, Combiner};
 pub use config::{AggregatorConfig, ConfigError, VariantEndpoint};
 pub use input::{ImageBatch, InputError, InputSpec, k_from_request};
 pub use manifest::{Manifest, ManifestError, ModelEntry, SubsetRow};
+pub use request::{
+    DecodedRequest, KValue, RequestError, RequestedOutput, decode_infer, decode_request,
+};
 pub use topk::{KError, TopK, top_k, validate_k};

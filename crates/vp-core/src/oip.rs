@@ -1,28 +1,10 @@
 //! Open Inference Protocol v2 (KServe/Triton REST) wire types used by the variant server and the aggregator, and
 //! the parsing of a variant's top-k reply. Only the JSON tensor form is supported (no binary extension).
+//! Incoming requests are decoded by [`crate::request`].
 
 use crate::topk::TopK;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-
-/// `POST /v2/models/{name}/infer` body.
-#[derive(Debug, Clone, Deserialize)]
-pub struct InferRequest {
-    #[serde(default)]
-    pub id: Option<String>,
-    pub inputs: Vec<RequestTensor>,
-    #[serde(default)]
-    pub parameters: Option<Map<String, Value>>,
-}
-
-/// One input tensor of a request; `data` is checked by [`crate::InputSpec::validate`].
-#[derive(Debug, Clone, Deserialize)]
-pub struct RequestTensor {
-    pub name: String,
-    pub shape: Vec<i64>,
-    pub datatype: String,
-    pub data: Value,
-}
 
 /// A request as the aggregator sends it to a variant (serialises `data` as a flat array of numbers).
 #[derive(Debug, Serialize)]
@@ -217,7 +199,7 @@ mod tests {
             id: None,
             inputs: [OutgoingTensor {
                 name: "image",
-                shape: vec![1, 3],
+                shape: vec![1, 1, 1, 3],
                 datatype: "UINT8",
                 data: &data,
             }],
@@ -226,7 +208,14 @@ mod tests {
         let v: Value = serde_json::to_value(&req).expect("json");
         assert_eq!(v["inputs"][0]["data"], serde_json::json!([0, 255, 7]));
         assert_eq!(v["parameters"]["k"], 2);
-        let parsed: InferRequest = serde_json::from_value(v).expect("back");
-        assert_eq!(parsed.inputs[0].shape, vec![1, 3]);
+        let spec = crate::InputSpec {
+            name: "image".into(),
+            chw: [1, 1, 3],
+            max_batch: 1,
+        };
+        let body = serde_json::to_vec(&v).expect("bytes");
+        let parsed = crate::request::decode_request(&body, &spec).expect("back");
+        assert_eq!(parsed.batch.data, data);
+        assert_eq!(parsed.k, Some(crate::request::KValue::Int(2)));
     }
 }

@@ -11,7 +11,7 @@ pub struct TopK {
 }
 
 /// k outside `1..=classes/2`.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 #[error("k must be between 1 and {max} (classes/2 for {classes} classes), got {k}")]
 pub struct KError {
     pub k: i64,

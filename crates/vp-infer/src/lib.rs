@@ -83,6 +83,25 @@ impl Model {
         output_name: &str,
         classes: usize,
     ) -> Result<Self, InferError> {
+        let bytes = std::fs::read(path).map_err(|e| InferError::Load {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::from_bytes(path, &bytes, threads, input_name, chw, output_name, classes)
+    }
+
+    /// Loads a model from bytes already in memory (e.g. the exact bytes whose checksum was just verified, so
+    /// the file cannot be swapped between the check and the load); `origin` names it in messages.
+    pub fn from_bytes(
+        origin: &Path,
+        bytes: &[u8],
+        threads: usize,
+        input_name: &str,
+        chw: [usize; 3],
+        output_name: &str,
+        classes: usize,
+    ) -> Result<Self, InferError> {
+        let path = origin;
         let env = environment()?;
         let load = |message: String| InferError::Load {
             path: path.to_path_buf(),
@@ -96,7 +115,7 @@ impl Model {
             .map_err(|e| load(e.to_string()))?
             .with_inter_threads(1)
             .map_err(|e| load(e.to_string()))?
-            .commit_from_file(path)
+            .commit_from_memory(bytes)
             .map_err(|e| load(e.to_string()))?;
         let contract = |message: String| InferError::Contract {
             path: path.to_path_buf(),

@@ -1,6 +1,7 @@
 //! The operator's HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the process is alive) and
 //! `/readyz` (caches synced and the controller running, or standing by as a non-leader). The metrics encoding
-//! is the data plane's (vp-server).
+//! is the data plane's (vp-server), and so are the connection limits (header-read and idle timeouts, a
+//! connection cap), so slow or idle scrapers cannot pile up connections.
 
 use crate::metrics::Metrics;
 use axum::Router;
@@ -18,6 +19,22 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Whether /readyz answers 200.
     pub ready: Arc<AtomicBool>,
+}
+
+/// Connection limits of the metrics/health server (few legitimate clients: the kubelet and Prometheus).
+pub const CONN_LIMITS: vp_server::ConnLimits = vp_server::ConnLimits {
+    header_read_timeout: std::time::Duration::from_secs(5),
+    idle_timeout: std::time::Duration::from_secs(60),
+    max_connections: 64,
+};
+
+/// Serves `app` on `listener` with [`CONN_LIMITS`] until `stop` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    vp_server::serve(listener, app, CONN_LIMITS, stop).await
 }
 
 /// The router.

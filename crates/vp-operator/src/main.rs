@@ -4,7 +4,6 @@
 use clap::Parser;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::api::{Api, ListParams};
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -134,11 +133,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         metrics: metrics.clone(),
         ready: ready.clone(),
     });
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    let server = tokio::spawn(http::serve(listener, app, stopped(stop_rx.clone())));
 
     let identity = args
         .identity

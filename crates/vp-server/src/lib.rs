@@ -1,5 +1,18 @@
 //! HTTP server plumbing shared by the variant server and the aggregator: logging set-up, shutdown on
-//! Ctrl-C/SIGTERM, JSON error replies, JSON body parsing with clear messages, and the `/metrics` handler.
+//! Ctrl-C/SIGTERM, JSON error replies, JSON body parsing with clear messages, the `/metrics` handler, and the
+//! defences against hostile load (connection limits, load shedding, memory budget).
+
+pub mod budget;
+pub mod conn;
+pub mod flags;
+pub mod oip_http;
+pub mod shed;
+
+pub use budget::{BudgetError, MemoryBudget, Reservation};
+pub use conn::{ConnLimits, serve};
+pub use flags::LimitFlags;
+pub use oip_http::{ModelPath, header_length, infer_reply, json_errors};
+pub use shed::{Admission, BodyCost, Overloaded, Shedder};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -124,6 +137,52 @@ pub fn metrics_response(registry: &prometheus::Registry) -> Response {
         )
         .into_response(),
     }
+}
+
+impl From<BudgetError> for ApiError {
+    fn from(e: BudgetError) -> Self {
+        let status = match e {
+            BudgetError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BudgetError::Busy | BudgetError::Config { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// The reply for an [`ApiError`], with `Retry-After: 1` on 503 (OIP clients retry on it).
+pub fn error_reply(e: ApiError) -> Response {
+    let retry = e.status == StatusCode::SERVICE_UNAVAILABLE;
+    let mut r = e.into_response();
+    if retry {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    r
+}
+
+/// Bodies up to this size are decoded on the async thread; larger ones on the blocking pool.
+pub const INLINE_DECODE_BYTES: usize = 64 * 1024;
+
+/// Runs `decode(body, ctx)` inline for small bodies and on the blocking pool for large ones, so decoding a large
+/// batch never holds up the thread that answers probes. The number of large decodes at once is bounded by the
+/// load shedder (one per admitted request).
+pub async fn decode_off_thread<C, T, F>(body: Bytes, ctx: C, decode: F) -> Result<T, ApiError>
+where
+    C: Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&[u8], &C) -> T + Send + 'static,
+{
+    if body.len() <= INLINE_DECODE_BYTES {
+        return Ok(decode(&body, &ctx));
+    }
+    tokio::task::spawn_blocking(move || decode(&body, &ctx))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("decode task: {e}"),
+            )
+        })
 }
 
 /// Reply for requests that ran past the server's request timeout.

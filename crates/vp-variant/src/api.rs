@@ -1,4 +1,5 @@
-//! HTTP API of the variant server (OIP v2 REST): health, metadata, infer, metrics.
+//! HTTP API of the variant server (OIP v2 REST, JSON and the binary tensor extension, with or without a model
+//! version in the path): health, metadata, infer, metrics.
 
 use crate::Args;
 use crate::loader::{LoadError, Loaded};
@@ -6,20 +7,22 @@ use crate::metrics::Metrics;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use vp_core::oip::{InferRequest, topk_response};
-use vp_core::{InputSpec, k_from_request, top_k};
+use vp_core::oip::topk_response;
+use vp_core::reply::{ReplyPlan, encode};
+use vp_core::{InputSpec, decode_infer, k_from_request, top_k};
 use vp_infer::Model;
-use vp_server::{ApiError, parse_json};
+use vp_server::{Admission, ApiError, BodyCost, MemoryBudget, ModelPath, Shedder, body_error};
 
 /// Shared state of the server.
 pub struct AppState {
@@ -32,7 +35,15 @@ pub struct AppState {
     pub model: Arc<Mutex<Model>>,
     pub ready: AtomicBool,
     pub metrics: Metrics,
+    /// The one thread that runs batches too large to run inline (or any batch while the model is busy).
+    worker: Arc<Semaphore>,
+    pub admission: Arc<Admission>,
 }
+
+/// Memory the server keeps for itself out of `--memory-budget-mib`: runtime, ONNX Runtime with the loaded model,
+/// and the inference worker's activations at `--max-batch` (a variant at rest after a batch-256 inference: about
+/// 60 MiB RSS, see docs/dataplane.md).
+pub const RESERVE_MIB: u64 = 96;
 
 impl AppState {
     pub fn new(args: &Args, loaded: Loaded) -> Result<Self, LoadError> {
@@ -43,16 +54,43 @@ impl AppState {
         } = loaded;
         let metrics = Metrics::new(&manifest.family, &entry.name, &entry.sha256)
             .map_err(|e| LoadError::Flag(format!("metrics registry: {e}")))?;
+        let spec = InputSpec::from_manifest(&manifest, args.max_batch);
+        let budget = MemoryBudget::new(args.memory_budget_mib, RESERVE_MIB)
+            .map_err(|e| LoadError::Flag(e.to_string()))?;
+        // Body bytes, plus the decoded tensor (at most half the body for JSON, where each value takes at least 2
+        // characters; at most the body for the binary extension), plus the reply and the request's share of the
+        // runtime.
+        let cost = BodyCost {
+            limit: args.body_limit(spec.sample_len()) as u64,
+            per_byte: 2,
+            fixed: 64 * 1024,
+        };
+        if cost.worst() > budget.capacity() {
+            return Err(LoadError::Flag(format!(
+                "--memory-budget-mib {} is too small for --max-batch {}: one request may need {} MiB",
+                args.memory_budget_mib,
+                args.max_batch,
+                cost.worst().div_ceil(1 << 20)
+            )));
+        }
+        let (in_flight, queue) = args.limits.admission(budget.capacity(), cost.worst());
+        let shedder = Arc::new(Shedder::new(in_flight, queue, metrics.shed.clone()));
         Ok(Self {
             name: entry.name.clone(),
             family: manifest.family.clone(),
             sha256: entry.sha256.clone(),
             classes: manifest.classes(),
             default_k: args.default_k as usize,
-            spec: InputSpec::from_manifest(&manifest, args.max_batch),
+            spec,
             model: Arc::new(Mutex::new(model)),
             ready: AtomicBool::new(false),
             metrics,
+            worker: Arc::new(Semaphore::new(1)),
+            admission: Arc::new(Admission {
+                shedder,
+                budget,
+                cost,
+            }),
         })
     }
 
@@ -65,25 +103,41 @@ impl AppState {
             .map_err(|e| e.message)
     }
 
-    /// Runs the model. Small batches run inline on the async worker (a batch-1 inference of these models takes
-    /// tens to hundreds of microseconds, less than handing it to another thread and back); larger batches go
-    /// to the blocking pool so they do not stall other connections.
+    /// Runs the model. Small batches run inline on the async worker when the model is free (a batch-1
+    /// inference of these models takes tens to hundreds of microseconds, less than handing it to another thread
+    /// and back); larger batches, and any batch while the model is busy, go to the one inference worker thread,
+    /// so the async thread that answers probes never waits for the model. The worker slot travels with the job,
+    /// so a request that times out still holds it until its inference ends: at most one runs off-thread.
     async fn infer(&self, data: Vec<u8>, n: usize) -> Result<Vec<f32>, ApiError> {
         let started = Instant::now();
-        let run = move |model: &Mutex<Model>| -> Result<Vec<f32>, String> {
-            let mut m = model
-                .lock()
-                .map_err(|_| "model lock poisoned".to_string())?;
-            m.run(&data, n).map_err(|e| e.to_string())
-        };
-        let out = if n <= INLINE_BATCH {
-            run(&self.model)
+        let inline = if n <= INLINE_BATCH {
+            match self.model.try_lock() {
+                Ok(mut m) => Some(m.run(&data, n).map_err(|e| e.to_string())),
+                Err(TryLockError::WouldBlock) => None,
+                Err(TryLockError::Poisoned(_)) => Some(Err("model lock poisoned".to_string())),
+            }
         } else {
-            let model = self.model.clone();
-            tokio::task::spawn_blocking(move || run(&model))
+            None
+        };
+        let out = match inline {
+            Some(r) => r,
+            None => {
+                let slot =
+                    self.worker.clone().acquire_owned().await.map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                    })?;
+                let model = self.model.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _slot = slot;
+                    let mut m = model
+                        .lock()
+                        .map_err(|_| "model lock poisoned".to_string())?;
+                    m.run(&data, n).map_err(|e| e.to_string())
+                })
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r)
+            }
         }
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
         self.metrics
@@ -92,26 +146,41 @@ impl AppState {
         Ok(out)
     }
 
-    fn check_model(&self, name: &str) -> Result<(), ApiError> {
-        if name == self.name {
-            Ok(())
-        } else {
-            Err(ApiError::not_found(format!(
-                "unknown model {name:?}; this server serves {:?}",
-                self.name
-            )))
+    fn check_model(&self, path: &ModelPath) -> Result<(), ApiError> {
+        if path.name != self.name {
+            return Err(ApiError::not_found(format!(
+                "unknown model {:?}; this server serves {:?}",
+                path.name, self.name
+            )));
         }
+        path.check_version()
     }
 }
 
 type Shared = Arc<AppState>;
 
+/// The outputs of a variant's reply.
+pub const OUTPUTS: [&str; 2] = ["classes", "probs"];
+
 /// Largest batch run inline on the async worker.
 const INLINE_BATCH: usize = 4;
 
-/// The router with body limit, request timeout and tracing layers.
+/// The router: probes, metadata and metrics answered directly; infer behind admission control (load shedding and
+/// the memory budget), the body limit and the request timeout.
 pub fn router(state: Shared, args: &Args) -> Router {
     let limit = args.body_limit(state.spec.sample_len());
+    let inference = Router::new()
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.admission.clone(),
+            vp_server::shed::layer,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(args.request_timeout_ms),
+        ));
     Router::new()
         .route("/v2", get(server_metadata))
         .route(
@@ -120,26 +189,29 @@ pub fn router(state: Shared, args: &Args) -> Router {
         )
         .route("/v2/health/ready", get(ready))
         .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(model_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
-        .route("/v2/models/{name}/infer", post(infer))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_ready),
+        )
         .route(
             "/metrics",
             get(|State(s): State<Shared>| async move {
                 vp_server::metrics_response(&s.metrics.registry)
             }),
         )
+        .merge(inference)
         .fallback(vp_server::not_found)
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_millis(args.request_timeout_ms),
-        ))
+        .layer(axum::middleware::from_fn(vp_server::json_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
 async fn server_metadata() -> Json<serde_json::Value> {
-    Json(json!({"name": "vp-variant", "version": env!("CARGO_PKG_VERSION"), "extensions": []}))
+    Json(
+        json!({"name": "vp-variant", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]}),
+    )
 }
 
 fn ready_reply(s: &AppState) -> Response {
@@ -160,21 +232,21 @@ async fn ready(State(s): State<Shared>) -> Response {
 
 async fn model_ready(
     State(s): State<Shared>,
-    Path(name): Path<String>,
+    Path(path): Path<ModelPath>,
 ) -> Result<Response, ApiError> {
-    s.check_model(&name)?;
+    s.check_model(&path)?;
     Ok(ready_reply(&s))
 }
 
 async fn model_metadata(
     State(s): State<Shared>,
-    Path(name): Path<String>,
+    Path(path): Path<ModelPath>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.check_model(&name)?;
+    s.check_model(&path)?;
     let [c, h, w] = s.spec.chw;
     Ok(Json(json!({
         "name": s.name,
-        "versions": ["1"],
+        "versions": vp_server::oip_http::VERSIONS,
         "platform": "onnxruntime_onnx",
         "inputs": [{"name": s.spec.name, "datatype": "UINT8", "shape": [-1, c, h, w]}],
         "outputs": [
@@ -194,11 +266,12 @@ async fn model_metadata(
 
 async fn infer(
     State(s): State<Shared>,
-    Path(name): Path<String>,
+    Path(path): Path<ModelPath>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let result = infer_inner(&s, &name, body).await;
+    let result = infer_inner(&s, &path, &headers, body).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) if e.status.is_client_error() => "client_error",
@@ -210,27 +283,32 @@ async fn infer(
         .with_label_values(&[outcome])
         .observe(started.elapsed().as_secs_f64());
     match result {
-        Ok(r) => r.into_response(),
+        Ok(r) => r,
         Err(e) => {
             tracing::debug!(status = %e.status, error = %e.message, "infer rejected");
-            e.into_response()
+            vp_server::error_reply(e)
         }
     }
 }
 
 async fn infer_inner(
     s: &AppState,
-    name: &str,
+    path: &ModelPath,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<vp_core::oip::InferResponse>, ApiError> {
-    s.check_model(name)?;
-    let req: InferRequest = parse_json(body)?;
-    let k = k_from_request(&req, s.classes, s.default_k)
+) -> Result<Response, ApiError> {
+    s.check_model(path)?;
+    let header_len = vp_server::header_length(headers)?;
+    let body = body.map_err(body_error)?;
+    let req = vp_server::decode_off_thread(body, s.spec.clone(), move |b, spec| {
+        decode_infer(b, header_len, spec)
+    })
+    .await?
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let plan = ReplyPlan::new(&req, &OUTPUTS).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let k = k_from_request(req.k.as_ref(), s.classes, s.default_k)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let batch = s
-        .spec
-        .validate(&req)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let batch = req.batch;
     if !s.ready.load(Ordering::SeqCst) {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -239,5 +317,11 @@ async fn infer_inner(
     }
     let probs = s.infer(batch.data, batch.n).await?;
     let rows: Vec<_> = probs.chunks(s.classes).map(|row| top_k(row, k)).collect();
-    Ok(Json(topk_response(&s.name, req.id, &rows, k)))
+    let reply = encode(&topk_response(&s.name, req.id, &rows, k), &plan).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reply encoding: {e}"),
+        )
+    })?;
+    Ok(vp_server::infer_reply(reply.body, reply.header_len))
 }

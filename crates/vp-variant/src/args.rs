@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use std::path::PathBuf;
-use vp_server::LogFormat;
+use vp_server::{LimitFlags, LogFormat};
 
 /// Serve one variant of a family over Open Inference Protocol v2 REST.
 #[derive(Debug, Clone, Parser)]
@@ -29,6 +29,12 @@ pub struct Args {
     /// Requests taking longer than this get 408.
     #[arg(long, env = "VP_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+    /// Memory this server may use in all, in MiB (set it to the container's memory limit); request bodies and
+    /// inference are admitted only while they fit.
+    #[arg(long, env = "VP_MEMORY_BUDGET_MIB", default_value_t = 256)]
+    pub memory_budget_mib: u64,
+    #[command(flatten)]
+    pub limits: LimitFlags,
     /// Log format.
     #[arg(long, env = "VP_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

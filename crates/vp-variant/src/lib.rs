@@ -7,7 +7,7 @@ mod loader;
 mod metrics;
 
 pub use args::Args;
-pub use loader::{LoadError, sha256_file};
+pub use loader::LoadError;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -39,10 +39,14 @@ pub async fn serve(args: Args) -> Result<(), LoadError> {
             }
         }
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(vp_server::shutdown_signal())
-        .await
-        .map_err(LoadError::Serve)?;
+    vp_server::serve(
+        listener,
+        app,
+        args.limits.conn_limits(),
+        vp_server::shutdown_signal(),
+    )
+    .await
+    .map_err(LoadError::Serve)?;
     tracing::info!(variant = %state.name, "stopped");
     Ok(())
 }

@@ -1,4 +1,6 @@
-//! Start-up: reads the manifest, verifies the model file's sha256 against it, and loads it into ONNX Runtime.
+//! Start-up: reads the manifest, reads the model file once into memory (refusing one larger than the manifest
+//! says), verifies those bytes' sha256 against the manifest and loads the same bytes into ONNX Runtime, so the
+//! file cannot be swapped between the check and the load.
 
 use crate::Args;
 use sha2::{Digest, Sha256};
@@ -25,6 +27,10 @@ pub enum LoadError {
         expected: String,
         actual: String,
     },
+    #[error(
+        "{path}: the file is larger than the {expected} bytes the manifest says; refusing to read it"
+    )]
+    Size { path: PathBuf, expected: u64 },
     #[error(transparent)]
     Infer(#[from] InferError),
     #[error("invalid flag: {0}")]
@@ -42,19 +48,27 @@ pub struct Loaded {
     pub model: Model,
 }
 
-/// Streams a file through SHA-256 and returns the lowercase hex digest.
-pub fn sha256_file(path: &Path) -> Result<String, std::io::Error> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
+/// Reads a model file into memory, at most `max` bytes (one more byte is an error).
+pub fn read_model(path: &Path, max: u64) -> Result<Vec<u8>, LoadError> {
+    let f = std::fs::File::open(path).map_err(|e| LoadError::Read(path.to_path_buf(), e))?;
+    let mut bytes = Vec::new();
+    f.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| LoadError::Read(path.to_path_buf(), e))?;
+    if bytes.len() as u64 > max {
+        return Err(LoadError::Size {
+            path: path.to_path_buf(),
+            expected: max,
+        });
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(bytes)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Reads and validates the manifest at `path`.
@@ -89,7 +103,8 @@ pub fn load(args: &Args) -> Result<Loaded, LoadError> {
         .parent()
         .unwrap_or(Path::new("."))
         .join(&entry.file);
-    let actual = sha256_file(&path).map_err(|e| LoadError::Read(path.clone(), e))?;
+    let bytes = read_model(&path, entry.bytes)?;
+    let actual = sha256_hex(&bytes);
     if !actual.eq_ignore_ascii_case(&entry.sha256) {
         return Err(LoadError::Checksum {
             path,
@@ -98,8 +113,9 @@ pub fn load(args: &Args) -> Result<Loaded, LoadError> {
         });
     }
     let s = &manifest.input.shape;
-    let model = Model::load(
+    let model = Model::from_bytes(
         &path,
+        &bytes,
         args.threads,
         &manifest.input.name,
         [s[0], s[1], s[2]],

@@ -11,6 +11,8 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Time spent inside ONNX Runtime.
     pub inference_duration: Histogram,
+    /// Infer requests refused with 503 because the server was full (in-flight and queue, or memory budget).
+    pub shed: prometheus::IntCounter,
     /// 1 once warmed up.
     pub ready: IntGauge,
 }
@@ -42,6 +44,10 @@ impl Metrics {
             )
             .buckets(buckets()),
         )?;
+        let shed = prometheus::IntCounter::new(
+            "vp_variant_shed_requests_total",
+            "Infer requests refused with 503 + Retry-After because the server was at capacity",
+        )?;
         let ready = IntGauge::new(
             "vp_variant_ready",
             "1 when the model is loaded and warmed up",
@@ -58,12 +64,14 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(inference_duration.clone()))?;
         registry.register(Box::new(ready.clone()))?;
+        registry.register(Box::new(shed.clone()))?;
         registry.register(Box::new(info))?;
         Ok(Self {
             registry,
             request_duration,
             requests,
             inference_duration,
+            shed,
             ready,
         })
     }

@@ -5,130 +5,13 @@
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The family under test: $VP_FAMILY_DIR, default <repo>/models/fmnist.
-fn family_dir() -> PathBuf {
-    let dir = std::env::var_os("VP_FAMILY_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist"));
-    assert!(
-        dir.join("ensemble.yaml").is_file(),
-        "no model family at {} (set VP_FAMILY_DIR or add models/fmnist)",
-        dir.display()
-    );
-    dir
-}
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A vp-variant process, killed on drop.
-struct Server {
-    child: Child,
-    base: String,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(manifest: &Path, variant: &str) -> Server {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_vp-variant"))
-        .args([
-            "--manifest",
-            &manifest.display().to_string(),
-            "--variant",
-            variant,
-        ])
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--max-batch",
-            "16",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn vp-variant");
-    let s = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        port,
-    };
-    let end = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < end {
-        if http::blocking_get(&format!("{}/v2/health/ready", s.base)) == Ok(200) {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("vp-variant did not become ready");
-}
-
-/// Tiny blocking HTTP helpers over std sockets (no async runtime needed in these tests).
-mod http {
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
-    use std::time::Duration;
-
-    /// Sends a raw HTTP/1.1 request and returns (status, body).
-    pub fn raw(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("timeout");
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        s.write_all(head.as_bytes()).expect("write head");
-        let _ = s.write_all(body);
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        parse(&out)
-    }
-
-    pub fn parse(out: &[u8]) -> (u16, String) {
-        let text = String::from_utf8_lossy(out).to_string();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
-    }
-
-    pub fn blocking_get(url: &str) -> Result<u16, ()> {
-        let rest = url.strip_prefix("http://127.0.0.1:").ok_or(())?;
-        let (port, path) = rest.split_once('/').ok_or(())?;
-        let port: u16 = port.parse().map_err(|_| ())?;
-        let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|_| ())?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .map_err(|_| ())?;
-        s.write_all(
-            format!("GET /{path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .map_err(|_| ())?;
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        Ok(parse(&out).0)
-    }
-}
+use common::{family_dir, free_port, http, start};
 
 fn infer_body(shape: Value, datatype: &str, data: Value, k: Option<Value>) -> Vec<u8> {
     let mut v =
@@ -365,23 +248,37 @@ fn a_model_that_does_not_match_its_sha256_is_refused() {
     let dir = std::env::temp_dir().join(format!("vp-variant-sha-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp");
     std::fs::copy(&manifest, dir.join("ensemble.yaml")).expect("copy manifest");
-    let mut bytes = std::fs::read(src.join(file)).expect("model");
-    bytes.push(0);
-    std::fs::write(dir.join(file), bytes).expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_vp-variant"))
-        .args([
-            "--manifest",
-            &dir.join("ensemble.yaml").display().to_string(),
-            "--variant",
-            &name,
-        ])
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .output()
-        .expect("run");
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let original = std::fs::read(src.join(file)).expect("model");
+    let run = |bytes: &[u8]| {
+        std::fs::write(dir.join(file), bytes).expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_vp-variant"))
+            .args([
+                "--manifest",
+                &dir.join("ensemble.yaml").display().to_string(),
+                "--variant",
+                &name,
+            ])
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .output()
+            .expect("run");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    // Same size, one byte changed: the checksum does not match.
+    let mut flipped = original.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0xFF;
+    let err = run(&flipped);
     assert!(err.contains("sha256") && err.contains("refusing"), "{err}");
+    // One byte longer than the manifest says: refused before it is read or hashed.
+    let mut longer = original;
+    longer.push(0);
+    let err = run(&longer);
+    assert!(
+        err.contains("larger than") && err.contains("refusing"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -354,6 +354,8 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
             weights: Default::default(),
             probe_interval_ms: 500,
             probe_timeout_ms: 300,
+            outlier_failures: 3,
+            outlier_ejection_ms: 5_000,
             variants: eps,
         };
         let y = serde_yaml::to_string(&c).map_err(|e| CliError::msg(e.to_string()))?;

@@ -4,6 +4,7 @@
 mod bench;
 mod classify;
 mod eval;
+mod overload;
 mod procs;
 mod run;
 mod runstate;
@@ -35,6 +36,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Benchmark bare ONNX Runtime, the variant servers and the aggregator on this machine.
     Bench(bench::BenchArgs),
+    /// Drive one variant server at twice its saturating load with load shedding on and off, and compare.
+    Overload(overload::OverloadArgs),
     /// Re-measure a family's accuracy tables with ONNX Runtime and compare them with its manifest.
     Verify(verify::VerifyArgs),
 }
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
             Command::Eval(a) => eval::eval(a).await,
             Command::Bench(a) => bench::bench(a).await,
             Command::Verify(a) => verify::verify(a).await,
+            Command::Overload(a) => overload::overload(a).await,
         }
     });
     match result {

@@ -201,6 +201,8 @@ pub async fn run(a: RunArgs) -> Result<(), CliError> {
         weights: Default::default(),
         probe_interval_ms: 200,
         probe_timeout_ms: 300,
+        outlier_failures: 3,
+        outlier_ejection_ms: 5_000,
         variants: endpoints,
     };
     config
