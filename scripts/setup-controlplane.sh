@@ -9,6 +9,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 # env.sh may return non-zero when no ONNX Runtime library is found; only its exports matter here.
 . "$root/scripts/env.sh" || true
+# KUBE_LDFLAGS: the binary reports the pinned Kubernetes version (v1.37.2), as kubectl and Helm expect.
+. "$root/scripts/lib/kube-version.sh"
 helm_version=v4.3.1
 src="$root/tests/controlplane"
 bin="$VP_CACHE/bin"
@@ -19,13 +21,13 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 command -v go >/dev/null 2>&1 || { echo "setup-controlplane: Go (>= 1.26) is required and was not found" >&2; exit 1; }
 
-key=$(cd "$src" && find . -name '*.go' -o -name go.mod -o -name go.sum | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
+key=$( (cd "$src" && find . -name '*.go' -o -name go.mod -o -name go.sum | LC_ALL=C sort | xargs sha256sum; echo "$KUBE_LDFLAGS") | sha256sum | cut -c1-16)
 out="$VP_CACHE/controlplane/$key/vp-controlplane"
 if [ ! -x "$out" ]; then
   echo "setup-controlplane: building vp-controlplane ($key); cold: ~7 min on an idle 2-core machine, ~21 min on a busy one; rebuild: ~30 s" >&2
   began=$(date +%s)
   mkdir -p "$(dirname "$out")"
-  (cd "$src" && GOFLAGS="-trimpath -mod=readonly -buildvcs=false" nice -n 10 go build -o "$out.tmp" ./cmd/vp-controlplane)
+  (cd "$src" && GOFLAGS="-trimpath -mod=readonly -buildvcs=false" nice -n 10 go build -ldflags "$KUBE_LDFLAGS" -o "$out.tmp" ./cmd/vp-controlplane)
   mv "$out.tmp" "$out"
   echo "setup-controlplane: built vp-controlplane in $(( $(date +%s) - began )) s" >&2
   # Older builds are not needed any more.

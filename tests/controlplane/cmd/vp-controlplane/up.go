@@ -28,6 +28,8 @@ func up(args []string) error {
 	var opts cluster.Options
 	fs.StringVar(&opts.DataDir, "data-dir", "", "directory for etcd, certificates, kubeconfig and state.json (required)")
 	fs.IntVar(&opts.Nodes, "nodes", 0, "simulated nodes to register at start (edge-0, edge-1, ...)")
+	fs.StringVar(&opts.Address, "address", "127.0.0.1", "IP address the API server binds to and advertises")
+	fs.IntVar(&opts.Port, "port", 0, "API server port (0: a free one)")
 	stdinStop := fs.Bool("stop-on-stdin-close", false, "stop when standard input reaches end of file")
 	removeDir := fs.Bool("remove-data-dir", false, "delete the data directory on stop")
 	fs.Var((*repeated)(&opts.APIServerArgs), "apiserver-arg", "extra kube-apiserver flag (repeatable)")
@@ -38,6 +40,9 @@ func up(args []string) error {
 	}
 	if opts.DataDir == "" {
 		return fmt.Errorf("up: --data-dir is required")
+	}
+	if opts.Port < 0 || opts.Port > 65535 {
+		return fmt.Errorf("up: --port %d: must be between 0 and 65535", opts.Port)
 	}
 	if opts.Nodes < 0 || opts.Nodes > 254 {
 		return fmt.Errorf("up: --nodes %d: must be between 0 and 254", opts.Nodes)

@@ -28,8 +28,14 @@ import (
 // Options configures a control plane. Extra component flags are appended after the defaults, so a test can
 // override any default (for example --node-monitor-grace-period for the controller manager).
 type Options struct {
-	DataDir               string
-	Nodes                 int
+	DataDir string
+	Nodes   int
+	// Address is the IP address the API server binds to and advertises (default 127.0.0.1). Another address
+	// (one inside a network namespace with real nodes) also publishes it as the endpoint of the in-cluster
+	// `kubernetes` Service, so pods can reach the API server.
+	Address string
+	// Port is the API server's port; 0 picks a free one.
+	Port                  int
 	APIServerArgs         []string
 	ControllerManagerArgs []string
 	SchedulerArgs         []string
@@ -75,16 +81,27 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 	if _, err := os.Stat(filepath.Join(dir, StateFile)); err == nil {
 		return nil, fmt.Errorf("%s already holds a control plane (%s exists): stop it first or use another directory", dir, StateFile)
 	}
+	address := opts.Address
+	if address == "" {
+		address = "127.0.0.1"
+	}
+	addrIP := net.ParseIP(address)
+	if addrIP == nil {
+		return nil, fmt.Errorf("address %q: not an IP address", address)
+	}
 	ports, err := freePorts(3)
 	if err != nil {
 		return nil, err
 	}
 	apiPort, etcdClient, etcdPeer := ports[0], ports[1], ports[2]
-	server := "https://127.0.0.1:" + strconv.Itoa(apiPort)
+	if opts.Port != 0 {
+		apiPort = opts.Port
+	}
+	server := "https://" + net.JoinHostPort(address, strconv.Itoa(apiPort))
 
 	ca, files, err := pki.Generate(pkiDir,
 		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-		[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")})
+		[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1"), addrIP})
 	if err != nil {
 		return nil, err
 	}
@@ -130,9 +147,15 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 			}
 		}()
 	}
+	// Loopback may not be published as the kubernetes Service endpoint; with a loopback address nothing runs
+	// in-cluster clients, so no endpoint is published at all.
+	reconciler := "lease"
+	if addrIP.IsLoopback() {
+		reconciler = "none"
+	}
 	run("kube-apiserver", cp.apiDone, components.RunAPIServer, append([]string{
 		"--etcd-servers=" + e.ClientURL,
-		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port=" + strconv.Itoa(apiPort),
+		"--bind-address=" + address, "--advertise-address=" + address, "--secure-port=" + strconv.Itoa(apiPort),
 		"--cert-dir=" + pkiDir,
 		"--tls-cert-file=" + files.ServingCert, "--tls-private-key-file=" + files.ServingKey,
 		"--client-ca-file=" + files.CACert,
@@ -141,8 +164,9 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 		"--service-cluster-ip-range=" + serviceClusterIPRange,
 		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
 		"--allow-privileged=true", "--profiling=false",
-		// Loopback may not be published as the kubernetes Service endpoint; nothing here runs in-cluster clients.
-		"--endpoint-reconciler-type=none",
+		"--endpoint-reconciler-type=" + reconciler,
+		// Real kubelets (scripts/site.sh) register their site address as InternalIP; logs and exec go there.
+		"--kubelet-preferred-address-types=InternalIP",
 	}, opts.APIServerArgs...))
 
 	cfg, err := clientcmd.BuildConfigFromFlags("", admin)

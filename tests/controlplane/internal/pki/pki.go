@@ -148,11 +148,7 @@ func Generate(dir string, dnsNames []string, ips []net.IP) (*Authority, Files, e
 	if err != nil {
 		return nil, Files{}, err
 	}
-	f := Files{
-		CACert: filepath.Join(dir, "ca.crt"), CAKey: filepath.Join(dir, "ca.key"),
-		ServingCert: filepath.Join(dir, "apiserver.crt"), ServingKey: filepath.Join(dir, "apiserver.key"),
-		SAPublic: filepath.Join(dir, "sa.pub"), SAPrivate: filepath.Join(dir, "sa.key"),
-	}
+	f := FilesIn(dir)
 	for path, data := range map[string][]byte{
 		f.CACert: ca.CertPEM, f.CAKey: caKey, f.ServingCert: serving.CertPEM, f.ServingKey: serving.KeyPEM,
 		f.SAPublic: saPub, f.SAPrivate: saPriv,
@@ -183,4 +179,43 @@ func serial() *big.Int {
 		return big.NewInt(time.Now().UnixNano())
 	}
 	return n
+}
+
+// Load reads back the authority that Generate wrote (files.CACert and files.CAKey), so that a later command can
+// issue more client certificates for the same cluster (for example one per real node's kubelet).
+func Load(files Files) (*Authority, error) {
+	certPEM, err := os.ReadFile(files.CACert)
+	if err != nil {
+		return nil, fmt.Errorf("read CA certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(files.CAKey)
+	if err != nil {
+		return nil, fmt.Errorf("read CA key: %w", err)
+	}
+	certBlock, _ := pem.Decode(certPEM)
+	if certBlock == nil || certBlock.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s: no PEM certificate", files.CACert)
+	}
+	cert, err := x509.ParseCertificate(certBlock.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", files.CACert, err)
+	}
+	keyBlock, _ := pem.Decode(keyPEM)
+	if keyBlock == nil || keyBlock.Type != "EC PRIVATE KEY" {
+		return nil, fmt.Errorf("%s: no PEM EC private key", files.CAKey)
+	}
+	key, err := x509.ParseECPrivateKey(keyBlock.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", files.CAKey, err)
+	}
+	return &Authority{cert: cert, key: key, CertPEM: certPEM}, nil
+}
+
+// FilesIn names the files Generate writes into dir.
+func FilesIn(dir string) Files {
+	return Files{
+		CACert: filepath.Join(dir, "ca.crt"), CAKey: filepath.Join(dir, "ca.key"),
+		ServingCert: filepath.Join(dir, "apiserver.crt"), ServingKey: filepath.Join(dir, "apiserver.key"),
+		SAPublic: filepath.Join(dir, "sa.pub"), SAPrivate: filepath.Join(dir, "sa.key"),
+	}
 }

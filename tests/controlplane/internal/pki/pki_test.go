@@ -58,3 +58,37 @@ func TestGenerateAndIssue(t *testing.T) {
 		t.Errorf("client cert: %v", err)
 	}
 }
+
+func TestLoadIssuesForTheSameCluster(t *testing.T) {
+	dir := t.TempDir()
+	ca, files, err := Generate(dir, []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files != FilesIn(dir) {
+		t.Fatalf("Generate wrote %+v, FilesIn names %+v", files, FilesIn(dir))
+	}
+	loaded, err := Load(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(parse(t, ca.CertPEM))
+	node, err := loaded.Client(Identity{User: "system:node:n1", Groups: []string{"system:nodes"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parse(t, node.CertPEM).Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("a certificate of the loaded CA does not verify against the original: %v", err)
+	}
+
+	if err := os.WriteFile(files.CAKey, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(files); err == nil {
+		t.Error("Load accepted a CA key file without a PEM key")
+	}
+	if _, err := Load(FilesIn(filepath.Join(dir, "missing"))); err == nil {
+		t.Error("Load accepted a missing directory")
+	}
+}
