@@ -58,7 +58,7 @@ echo "ok   nothing left after a normal run"
 
 echo "compare: SIGKILL of the harness while its site is up, then cleanup"
 $py benches/compare/compare.py run --out "$out/killed.json" --devices 2 --profiles fast --failure-profiles none \
-  --requests 200000 --bin-dir "$CARGO_TARGET_DIR/debug" >"$out/killed.log" 2>&1 &
+  --requests 10000 --bin-dir "$CARGO_TARGET_DIR/debug" >"$out/killed.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do grep -q "site up" "$out/killed.log" && break; sleep 0.5; done
 grep -q "site up" "$out/killed.log" || { echo "compare: FAIL: site did not come up"; cat "$out/killed.log"; exit 1; }

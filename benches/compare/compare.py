@@ -230,13 +230,14 @@ def summary(m: dict) -> dict:
     }
 
 
-def interleaved(site: Site, schemes: list[str], indices: list[int], concurrency: int, rounds: int) -> dict:
+def interleaved(site: Site, schemes: list[str], indices: list[int], concurrency: int, rounds: int,
+                timeout_s: float | None = None) -> dict:
     chunks = [c.tolist() for c in np.array_split(np.array(indices), rounds) if len(c)]
     parts: dict[str, list[dict]] = {s: [] for s in schemes}
     for r, chunk in enumerate(chunks):
         order = schemes[r % len(schemes):] + schemes[:r % len(schemes)]  # rotate who goes first
         for s in order:
-            parts[s].append(site.measure(s, chunk, concurrency))
+            parts[s].append(site.measure(s, chunk, concurrency, timeout_s))
     return {s: summary(merge(p)) for s, p in parts.items()}
 
 
@@ -280,7 +281,8 @@ def run(args: argparse.Namespace) -> int:
     prepare(args, work)
     results: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "devices": args.devices, "cpu_per_device": args.cpu,
-        "requests": args.requests, "failure_requests": args.failure_requests, "timeout_s": args.timeout_s,
+        "requests": args.requests, "failure_requests": args.failure_requests, "timeout_s": args.timeout_s, "failure_timeout_s": args.failure_timeout_s,
+        "failure_concurrency": args.failure_concurrency,
         "deadline_ms": args.deadline_ms, "load_average_start": [round(x, 2) for x in os.getloadavg()],
         "machine": f"{os.cpu_count()} CPUs, {open('/proc/cpuinfo').read().count('processor')} processors, "
                    f"kernel {os.uname().release}",
@@ -337,7 +339,7 @@ def failures(site: Site, schemes: list[str], idx: list[int], args: argparse.Name
             if f > 0:
                 site.fail(f"d{f - 1}", mode)
                 time.sleep(args.settle_s)
-            res = interleaved(site, schemes, idx, args.failure_concurrency, 1)
+            res = interleaved(site, schemes, idx, args.failure_concurrency, 1, args.failure_timeout_s)
             dead = {f"d{i}" for i in range(f)}
             alive_vp = [v for i, v in enumerate(vp_names) if f"d{i % args.devices}" not in dead]
             alive_cp = [c for i, c in enumerate(cp_names) if f"d{i % args.devices}" not in dead]
@@ -368,8 +370,9 @@ def main() -> int:
     r.add_argument("--failure-modes", default="cut,kill")
     r.add_argument("--schemes", default="vp,mp,cp")
     r.add_argument("--requests", type=int, default=1000, help="test images for the latency/throughput phases")
-    r.add_argument("--failure-requests", type=int, default=500, help="test images per failure step")
-    r.add_argument("--failure-concurrency", type=int, default=8)
+    r.add_argument("--failure-requests", type=int, default=400, help="test images per failure step")
+    r.add_argument("--failure-concurrency", type=int, default=16)
+    r.add_argument("--failure-timeout-s", type=float, default=1.0)
     r.add_argument("--rounds", type=int, default=4, help="interleaving rounds per phase")
     r.add_argument("--cpu", default="0.25", help="CPU quota per device, cores ('none': no quota)")
     r.add_argument("--timeout-s", type=float, default=2.0)
