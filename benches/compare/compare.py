@@ -316,6 +316,7 @@ def run(args: argparse.Namespace) -> int:
                 results["failures"][profile] = failures(site, schemes, fail_idx, args)
             site.down()
             site = None
+            Path(args.out).write_text(json.dumps(results, indent=1) + "\n")  # partial results survive a crash
     finally:
         if site is not None:
             site.down()
@@ -370,9 +371,9 @@ def main() -> int:
     r.add_argument("--failure-modes", default="cut,kill")
     r.add_argument("--schemes", default="vp,mp,cp")
     r.add_argument("--requests", type=int, default=1000, help="test images for the latency/throughput phases")
-    r.add_argument("--failure-requests", type=int, default=400, help="test images per failure step")
+    r.add_argument("--failure-requests", type=int, default=500, help="test images per failure step")
     r.add_argument("--failure-concurrency", type=int, default=16)
-    r.add_argument("--failure-timeout-s", type=float, default=1.0)
+    r.add_argument("--failure-timeout-s", type=float, default=2.0)
     r.add_argument("--rounds", type=int, default=4, help="interleaving rounds per phase")
     r.add_argument("--cpu", default="0.25", help="CPU quota per device, cores ('none': no quota)")
     r.add_argument("--timeout-s", type=float, default=2.0)

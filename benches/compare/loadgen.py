@@ -16,6 +16,7 @@ from __future__ import annotations
 import http.client
 import json
 import queue
+import socket
 import sys
 import threading
 import time
@@ -55,6 +56,12 @@ def listener(addr: str, results: Results) -> ThreadingHTTPServer:
 
         def log_message(self, fmt: str, *args) -> None:
             pass
+
+        def setup(self) -> None:
+            super().setup()
+            # Headers and body leave in separate writes: without TCP_NODELAY, Nagle's algorithm holds the second
+            # until the peer's delayed ACK (tens of ms per hop).
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -114,6 +115,12 @@ def make_handler(sess: ort.InferenceSession, nxt: Peer | None):
 
         def log_message(self, fmt: str, *args) -> None:  # no per-request access log
             pass
+
+        def setup(self) -> None:
+            super().setup()
+            # Headers and body leave in separate writes: without TCP_NODELAY, Nagle's algorithm holds the second
+            # until the peer's delayed ACK (tens of ms per hop).
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def _answer(self, status: int, payload: dict) -> None:
             body = json.dumps(payload).encode()
