@@ -14,6 +14,7 @@ bridge ports belong to that scheme alone (its own readiness probes included).
 
     python benches/compare/compare.py run --out results.json [--devices 4] [--profiles fast,lan,iot] ...
     python benches/compare/compare.py cleanup      # remove what a killed run left behind
+    python benches/compare/compare.py calibrate    # Rust variant server vs Python stage server, same model
 """
 
 from __future__ import annotations
@@ -360,6 +361,42 @@ def failures(site: Site, schemes: list[str], idx: list[int], args: argparse.Name
     return out
 
 
+def calibrate(args: argparse.Namespace) -> int:
+    """The servers' own cost, apart from the schemes: the whole baseline behind the Rust variant server and behind
+    the Python stage server (one stage), on loopback, no CPU quota, 1 request in flight, alternating blocks."""
+    work = Path(tempfile.mkdtemp(prefix="vp-calibrate-"))
+    ds = data.load("fashion-mnist")
+    images = work / "test-images.npy"
+    np.save(images, ds.test_x)
+    env = {**os.environ}
+    procs = [
+        subprocess.Popen([str(Path(args.bin_dir) / "vp-variant"), "--manifest", args.vp_manifest, "--variant",
+                          "baseline", "--listen", "127.0.0.1:9391", "--threads", "1"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen([PY, str(HERE / "stage_server.py"), "--model", args.baseline, "--listen", "127.0.0.1:9392"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        time.sleep(3)
+        lat: dict[str, list[float]] = {"rust vp-variant": [], "python stage server": []}
+        for block in range(args.blocks):
+            for name, scheme, target in (("rust vp-variant", "vp", "127.0.0.1:9391"),
+                                         ("python stage server", "mp", "127.0.0.1:9392")):
+                job = {"scheme": scheme, "images": str(images), "indices": list(range(block * 100, block * 100 + 100)),
+                       "concurrency": 1, "timeout_s": 5, "k": 3, "model": "baseline", "target": target,
+                       "listen": "127.0.0.1:9393"}
+                (work / "job.json").write_text(json.dumps(job))
+                out = subprocess.run([PY, str(HERE / "loadgen.py"), str(work / "job.json")], capture_output=True,
+                                     text=True, check=True)
+                lat[name] += [r[1] for r in json.loads(out.stdout)[1:] if r[1] is not None]
+        print(json.dumps({k: {"n": len(v), "p50_ms": pct(v, 50), "p99_ms": pct(v, 99)} for k, v in lat.items()}))
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -384,7 +421,14 @@ def main() -> int:
     r.add_argument("--baseline", default=str(ROOT / "models" / "fmnist" / "baseline.onnx"))
     r.add_argument("--cp-dir", default=str(ROOT / "models" / "fmnist-cp"))
     sub.add_parser("cleanup")
+    c = sub.add_parser("calibrate")
+    c.add_argument("--blocks", type=int, default=5)
+    c.add_argument("--bin-dir", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release"))
+    c.add_argument("--vp-manifest", default=str(ROOT / "models" / "fmnist" / "ensemble.yaml"))
+    c.add_argument("--baseline", default=str(ROOT / "models" / "fmnist" / "baseline.onnx"))
     args = ap.parse_args()
+    if args.cmd == "calibrate":
+        return calibrate(args)
     if args.cmd == "cleanup":
         sh(f"edge_cleanup_stale {PREFIX}")
         return 0
