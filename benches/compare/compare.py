@@ -404,7 +404,7 @@ def main() -> int:
     r.add_argument("--out", required=True)
     r.add_argument("--devices", type=int, default=4)
     r.add_argument("--profiles", default="fast,lan,iot")
-    r.add_argument("--failure-profiles", default="lan")
+    r.add_argument("--failure-profiles", default="lan,iot")
     r.add_argument("--failure-modes", default="cut,kill")
     r.add_argument("--schemes", default="vp,mp,cp")
     r.add_argument("--requests", type=int, default=1000, help="test images for the latency/throughput phases")

@@ -1,5 +1,6 @@
 # An emulated edge site on top of netns.sh and cgroup.sh: a gateway and N devices on one bridge, every device's
-# link shaped with tc netem (rate, delay, loss; both directions: the device's eth0 and its bridge port), every
+# link shaped with tc (netem rate, delay, loss where the kernel has netem, else tbf rate only; both directions: the
+# device's eth0 and its bridge port), every
 # device's processes in a cgroup with a CPU quota. Nothing is created in the host's network namespace; no member
 # has a default route.
 #
@@ -32,7 +33,7 @@ EDGE_SUBNET=10.77.0
 EDGE_CGROUP=vp-edge
 
 # The qdisc of a profile: netem (rate, delay, loss) when the kernel has it, else tbf (rate only: delay and loss are
-# then NOT emulated; edge_shaping says which one a site got).
+# then NOT emulated; `tc -n SITE-d0 qdisc show` tells which one a site got).
 edge_profile() {
   local netem=1
   edge_has_netem || netem=
