@@ -1,8 +1,7 @@
 # An emulated edge site on top of netns.sh and cgroup.sh: a gateway and N devices on one bridge, every device's
-# link shaped with tc (netem rate, delay, loss where the kernel has netem, else tbf rate only; both directions: the
-# device's eth0 and its bridge port), every
-# device's processes in a cgroup with a CPU quota. Nothing is created in the host's network namespace; no member
-# has a default route.
+# link shaped with tc (netem rate, delay, loss where the kernel has netem, else tbf rate only; both directions:
+# the device's eth0 and its bridge port), every device's processes in a cgroup with a CPU quota. Nothing is
+# created in the host's network namespace; no member has a default route.
 #
 #   edge_site_up SITE N PROFILE CPU   gateway SITE-gw = 10.77.0.1/24, devices SITE-d0.. = 10.77.0.10+i/24;
 #                                     PROFILE: fast | lan | iot (edge_profile); CPU: share of one core per device
