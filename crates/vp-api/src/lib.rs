@@ -1,20 +1,23 @@
 //! The `VariantEnsemble` custom resource (group `vp.dev`, version `v1alpha1`), the labels the operator puts on
-//! what it creates, and (re-exported from vp-core) the ensemble manifest (`ensemble.yaml`) reader.
+//! what it creates, and (re-exported from vp-core) the data plane's contract: the ensemble manifest
+//! (`ensemble.yaml`) reader, the aggregator config file, the k rule and the combine rule.
 //!
 //! Everything here is plain data: no client, no I/O. The CRD YAML in `crds/` is generated from these types by
 //! the `crdgen` binary and checked in CI.
 
+pub mod dataplane;
 pub mod labels;
 pub mod manifest;
 pub mod spec;
 pub mod status;
 
+pub use dataplane::{AggregatorConfig, DataPlaneCombineRule, VariantEndpoint, validate_k};
 pub use manifest::{EnsembleManifest, ManifestError};
 pub use spec::{
-    AggregatorSpec, CombineRule, ConfigMapModelSource, FailoverSpec, ImagesSpec, ManifestSource,
-    ModelSpec, PlacementSpec, PlacementStrategy, PvcModelSource, ServiceSpec, ServiceType,
-    UrlModelSource, VariantEnsemble, VariantEnsembleSpec, VariantSource, VariantSourceKind,
-    VariantSpec,
+    AggregatorSpec, CombineRule, ConfigMapModelSource, DEFAULT_NODE_GRACE, FailoverSpec,
+    ImagesSpec, ManifestSource, ModelSpec, PlacementSpec, PlacementStrategy, PvcModelSource,
+    ServiceSpec, ServiceType, UrlModelSource, VariantEnsemble, VariantEnsembleSpec, VariantSource,
+    VariantSourceKind, VariantSpec,
 };
 pub use status::{ConditionType, VariantEnsembleStatus, VariantStatus};
 

@@ -409,8 +409,11 @@ impl Default for FailoverSpec {
     }
 }
 
+/// The default [`FailoverSpec::node_grace_seconds`]: two missed kubelet lease renewals.
+pub const DEFAULT_NODE_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 fn default_grace() -> i32 {
-    20
+    i32::try_from(DEFAULT_NODE_GRACE.as_secs()).unwrap_or(i32::MAX)
 }
 
 /// Container images of the ensemble.

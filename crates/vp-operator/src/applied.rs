@@ -7,7 +7,9 @@
 //! `generation` where it has one, else its `resourceVersion`), and when. An apply is skipped only when the
 //! desired object hashes the same, the live object still has that version (nobody edited or deleted it since),
 //! and the entry is younger than `max_age` (the resync period re-applies everything anyway).
-//! Pure bookkeeping: the clock and the live versions are passed in.
+//! The memo is pure bookkeeping (the clock and the live versions are passed in); [`ssa`] does the applying.
+
+pub mod ssa;
 
 use crate::hash::fnv1a;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use vp_api::VariantEnsemble;
 use vp_api::labels::ENSEMBLE;
+use vp_api::{DEFAULT_NODE_GRACE, VariantEnsemble};
 
 /// How often the detector re-judges nodes.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -84,7 +84,8 @@ impl NodeView {
 
 /// Grace of an ensemble.
 pub fn grace_of(e: &VariantEnsemble) -> Duration {
-    Duration::from_secs(u64::try_from(e.spec.failover.node_grace_seconds).unwrap_or(20))
+    u64::try_from(e.spec.failover.node_grace_seconds)
+        .map_or(DEFAULT_NODE_GRACE, Duration::from_secs)
 }
 
 /// Runs the detector until the channel closes: each tick, judges nodes and sends the ensembles to reconcile.
@@ -148,15 +149,15 @@ pub async fn detect(
         }
         known = live.keys().cloned().collect();
 
-        if mass_silence(&live, Duration::from_secs(20)) && !std::mem::replace(&mut warned, true) {
+        if !mass_silence(&live, DEFAULT_NODE_GRACE) {
+            warned = false;
+        } else if !std::mem::replace(&mut warned, true) {
             tracing::warn!(
                 "most node leases are silent at once: suspecting the control plane, not the nodes; lease silence alone moves no variant until this clears"
             );
-        } else if !mass_silence(&live, Duration::from_secs(20)) {
-            warned = false;
         }
         let mut graces: BTreeSet<Duration> = ens.iter().map(|e| grace_of(e)).collect();
-        graces.insert(Duration::from_secs(20));
+        graces.insert(DEFAULT_NODE_GRACE);
         detectors.retain(|g, _| graces.contains(g));
         for g in graces {
             let det = detectors.entry(g).or_default();

@@ -209,7 +209,7 @@ mod tests {
             gone: false,
         }
     }
-    const G: Duration = Duration::from_secs(20);
+    const G: Duration = vp_api::DEFAULT_NODE_GRACE;
 
     #[test]
     fn judges_lease_ready_and_gone() {

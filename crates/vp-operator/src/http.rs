@@ -1,11 +1,12 @@
 //! The operator's HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the process is alive) and
-//! `/readyz` (caches synced and the controller running, or standing by as a non-leader).
+//! `/readyz` (caches synced and the controller running, or standing by as a non-leader). The metrics encoding
+//! is the data plane's (vp-server).
 
 use crate::metrics::Metrics;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,11 +29,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
+async fn metrics(State(s): State<AppState>) -> Response {
+    vp_server::metrics_response(s.metrics.registry())
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {

@@ -7,8 +7,12 @@ use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ObjectMeta, PostParams};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// What to do with the lease at one look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,8 +55,73 @@ pub struct Election {
     pub retry: Duration,
 }
 
+/// Leadership held by this replica; the campaign keeps renewing the lease in the background.
+pub struct Leadership {
+    client: kube::Client,
+    election: Election,
+    campaign: JoinHandle<()>,
+    leading: watch::Receiver<bool>,
+    lost: Arc<AtomicBool>,
+}
+
+/// Campaigns until this replica leads (`Some`), or until `stop` resolves first (`None`).
+pub async fn lead(
+    client: kube::Client,
+    election: Election,
+    stop: impl Future<Output = ()>,
+) -> Option<Leadership> {
+    let (tx, mut leading) = watch::channel(false);
+    let campaign = tokio::spawn(run(client.clone(), election.clone(), tx));
+    tracing::info!(identity = %election.identity, "waiting for leadership");
+    tokio::select! {
+        r = leading.wait_for(|l| *l) => {
+            if r.is_err() {
+                tracing::error!("leader election ended");
+                return None;
+            }
+        }
+        () = stop => {
+            campaign.abort();
+            return None;
+        }
+    }
+    Some(Leadership {
+        client,
+        election,
+        campaign,
+        leading,
+        lost: Arc::new(AtomicBool::new(false)),
+    })
+}
+
+impl Leadership {
+    /// Resolves when this replica stops leading: the controller's shutdown future.
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
+        let mut leading = self.leading.clone();
+        let lost = self.lost.clone();
+        async move {
+            let _ = leading.wait_for(|l| !*l).await;
+            lost.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether leadership was lost (rather than given up at shutdown).
+    pub fn was_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Stops campaigning, then releases the lease unless it was lost (stopping first, or the campaign would take
+    /// the released lease straight back).
+    pub async fn step_down(self) {
+        self.campaign.abort();
+        if !self.was_lost() {
+            release(self.client, &self.election).await;
+        }
+    }
+}
+
 /// Runs forever, publishing whether this replica leads on `tx`.
-pub async fn run(client: kube::Client, e: Election, tx: watch::Sender<bool>) {
+async fn run(client: kube::Client, e: Election, tx: watch::Sender<bool>) {
     let api: Api<Lease> = Api::namespaced(client, &e.namespace);
     let mut seen: Option<(Option<String>, Option<String>)> = None;
     let mut seen_at = Instant::now();

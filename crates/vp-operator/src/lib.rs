@@ -1,5 +1,6 @@
-//! The VariantEnsemble operator: pure decision logic (health, placement, desired objects, status) and the thin
-//! controller shell that observes the cluster, applies what the logic decided and reports it.
+//! The VariantEnsemble operator: pure decision logic (health, placement, desired objects, the plan, status) and
+//! the thin shell around it: the reconcile pipeline ([`reconcile`]), the controller's watches
+//! ([`controller`]), leader election ([`leader`]) and metrics.
 
 pub mod applied;
 pub mod conditions;
@@ -17,7 +18,7 @@ pub mod observe;
 pub mod placement;
 pub mod plan;
 pub mod quantity;
-pub mod telemetry;
+pub mod reconcile;
 
 #[cfg(test)]
 mod fixtures;

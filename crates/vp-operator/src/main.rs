@@ -1,9 +1,10 @@
-//! `vp-operator`: runs the VariantEnsemble controller. Wires flags, logging, the HTTP endpoints, leader
-//! election and graceful shutdown together; the work happens in the library.
+//! `vp-operator`: runs the VariantEnsemble controller. Wires flags, logging and shutdown (vp-server's), the HTTP
+//! endpoints, leader election and one controller run together; the work happens in the library.
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::api::{Api, ListParams};
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,13 +13,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use vp_api::VariantEnsemble;
 use vp_operator::config::OperatorConfig;
-use vp_operator::{controller, http, leader, metrics::Metrics, telemetry};
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Json,
-    Text,
-}
+use vp_operator::{controller, http, leader, metrics::Metrics};
+use vp_server::LogFormat;
 
 /// Kubernetes operator for variant-parallel ensembles (VariantEnsemble, vp.dev/v1alpha1).
 #[derive(Debug, Parser)]
@@ -96,26 +92,10 @@ fn operator_config(a: &Args) -> Result<OperatorConfig, String> {
     })
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    telemetry::init(matches!(args.log_format, LogFormat::Json));
+    vp_server::init_logging(args.log_format);
     match run(args).await {
         Ok(code) => code,
         Err(e) => {
@@ -125,34 +105,27 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Resolves once `stop` turns true (the HTTP server, the election and the controller each wait on their own
+/// receiver).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 async fn run(args: Args) -> Result<ExitCode, String> {
     let config = operator_config(&args)?;
     let metrics = Metrics::new().map_err(|e| format!("metrics: {e}"))?;
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("no Kubernetes client configuration: {e}"))?;
-    // The start-up check asks for what the operator will watch: with --watch-namespace its RBAC may cover only
-    // that namespace.
-    let ensembles: Api<VariantEnsemble> = match &args.watch_namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    if let Err(e) = ensembles.list(&ListParams::default().limit(1)).await {
-        return Err(format!(
-            "cannot list VariantEnsembles ({e}); is the CRD installed? (cargo run -p vp-api --bin crdgen -- - | kubectl apply -f -)"
-        ));
-    }
+    check_crd(&client, args.watch_namespace.as_deref()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
-        signal().await;
-        tracing::info!("shutting down");
+        vp_server::shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
 
-    let ready = Arc::new(AtomicBool::new(false));
+    // A standby replica is healthy and ready; it just does not act.
+    let ready = Arc::new(AtomicBool::new(args.leader_elect));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -161,21 +134,18 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         metrics: metrics.clone(),
         ready: ready.clone(),
     });
-    let http_stop = stopped(stop_rx.clone());
-    let server = tokio::spawn(async move {
+    let server = tokio::spawn(
         axum::serve(listener, app)
-            .with_graceful_shutdown(http_stop)
-            .await
-    });
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
 
     let identity = args
         .identity
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("vp-operator-{}", std::process::id()));
-    let mut lost_leadership = false;
-    if args.leader_elect {
-        let (lead_tx, mut lead_rx) = watch::channel(false);
+    let leadership = if args.leader_elect {
         let election = leader::Election {
             namespace: args.namespace.clone(),
             name: args.lease_name.clone(),
@@ -183,71 +153,62 @@ async fn run(args: Args) -> Result<ExitCode, String> {
             lease_duration: Duration::from_secs(15),
             retry: Duration::from_secs(2),
         };
-        let campaign = tokio::spawn(leader::run(client.clone(), election.clone(), lead_tx));
-        // A standby replica is healthy and ready; it just does not act.
-        ready.store(true, std::sync::atomic::Ordering::SeqCst);
-        tracing::info!(%identity, "waiting for leadership");
-        let mut stop = stop_rx.clone();
-        tokio::select! {
-            r = lead_rx.wait_for(|l| *l) => { if r.is_err() { return Err("leader election ended".into()); } }
-            _ = stop.wait_for(|s| *s) => { server.abort(); return Ok(ExitCode::SUCCESS); }
-        }
-        metrics.leader.set(1);
-        let stop = stopped(stop_rx.clone());
-        let lost = async move {
-            let _ = lead_rx.wait_for(|l| !*l).await;
-        };
-        let (lost_tx, lost_rx) = watch::channel(false);
-        let shutdown = async move {
-            tokio::select! {
-                () = stop => {}
-                () = lost => { let _ = lost_tx.send(true); }
+        match leader::lead(client.clone(), election, stopped(stop_rx.clone())).await {
+            Some(l) => Some(l),
+            None => {
+                server.abort();
+                return Ok(if *stop_rx.borrow() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
             }
-        };
-        let scope = controller::Scope {
-            identity,
-            namespace: args.watch_namespace.clone(),
-            concurrency: args.reconcile_concurrency,
-        };
-        controller::run(
-            client.clone(),
-            config,
-            metrics.clone(),
-            scope,
-            ready,
-            shutdown,
-        )
-        .await;
-        lost_leadership = *lost_rx.borrow();
-        // Stop renewing first, or the campaign would take the released lease straight back.
-        campaign.abort();
-        if !lost_leadership {
-            leader::release(client, &election).await;
         }
     } else {
-        metrics.leader.set(1);
-        controller::run(
-            client,
-            config,
-            metrics.clone(),
-            controller::Scope {
-                identity,
-                namespace: args.watch_namespace.clone(),
-                concurrency: args.reconcile_concurrency,
-            },
-            ready,
-            stopped(stop_rx.clone()),
-        )
-        .await;
-    }
+        None
+    };
+    let stop = stopped(stop_rx.clone());
+    let lost = leadership.as_ref().map(leader::Leadership::lost);
+    let shutdown = async move {
+        match lost {
+            Some(lost) => tokio::select! { () = stop => {}, () = lost => {} },
+            None => stop.await,
+        }
+    };
+    metrics.leader.set(1);
+    let scope = controller::Scope {
+        identity,
+        namespace: args.watch_namespace.clone(),
+        concurrency: args.reconcile_concurrency,
+    };
+    controller::run(client, config, metrics.clone(), scope, ready, shutdown).await;
     metrics.leader.set(0);
-    if lost_leadership {
-        tracing::error!("lost leadership; exiting so that a fresh standby takes over");
-        return Ok(ExitCode::FAILURE);
+    if let Some(l) = leadership {
+        if l.was_lost() {
+            tracing::error!("lost leadership; exiting so that a fresh standby takes over");
+            return Ok(ExitCode::FAILURE);
+        }
+        l.step_down().await;
     }
     match server.await {
         Ok(Ok(())) => Ok(ExitCode::SUCCESS),
         Ok(Err(e)) => Err(format!("http server: {e}")),
         Err(e) => Err(format!("http server task: {e}")),
     }
+}
+
+/// The start-up check asks for what the operator will watch: with --watch-namespace its RBAC may cover only that
+/// namespace.
+async fn check_crd(client: &kube::Client, namespace: Option<&str>) -> Result<(), String> {
+    let ensembles: Api<VariantEnsemble> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    ensembles
+        .list(&ListParams::default().limit(1))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!(
+            "cannot list VariantEnsembles ({e}); is the CRD installed? (cargo run -p vp-api --bin crdgen -- - | kubectl apply -f -)"
+        ))
 }

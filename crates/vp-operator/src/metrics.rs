@@ -109,7 +109,12 @@ impl Metrics {
         Ok(m)
     }
 
-    /// The text exposition format of every metric.
+    /// The registry holding every metric (what /metrics encodes).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The metrics in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {

@@ -1,16 +1,32 @@
 use super::*;
+use crate::config::OperatorConfig;
 use crate::fixtures;
+use k8s_openapi::api::core::v1::Pod;
+use vp_api::EnsembleManifest;
 
 fn cfg() -> OperatorConfig {
     OperatorConfig::default()
 }
 
-fn pod_for(i: usize) -> Pod {
-    let ens = fixtures::ensemble();
+fn template_of(ens: &VariantEnsemble, i: usize) -> VariantTemplate {
     let m = fixtures::manifest();
     let v = &ens.spec.variants[i];
     let mv = m.variant(&v.name).expect("variant in manifest");
-    variant_pod(&ens, v, mv, "edge-a", &cfg(), "initial placement", None).expect("pod builds")
+    variant_template(ens, v, mv, &cfg()).expect("template builds")
+}
+
+fn pod_on(
+    ens: &VariantEnsemble,
+    i: usize,
+    node: &str,
+    replacement: Option<&Replacement<'_>>,
+) -> Pod {
+    let t = template_of(ens, i);
+    variant_pod(ens, &ens.spec.variants[i].name, &t, node, "x", replacement).expect("pod builds")
+}
+
+fn pod_for(i: usize) -> Pod {
+    pod_on(&fixtures::ensemble(), i, "edge-a", None)
 }
 
 #[test]
@@ -44,8 +60,6 @@ fn variant_pod_is_pinned_labelled_owned_and_hardened() {
             "v0",
             "--listen",
             "0.0.0.0:8080",
-            "--default-k",
-            "3",
             "--log-format",
             "json"
         ]
@@ -126,41 +140,42 @@ fn each_model_source_becomes_the_right_volume() {
 #[test]
 fn pod_names_are_stable_and_change_with_node_or_template() {
     let ens = fixtures::ensemble();
-    let m = fixtures::manifest();
-    let v = &ens.spec.variants[0];
-    let mv = m.variant("v0").expect("v0");
-    let a1 = variant_pod(&ens, v, mv, "edge-a", &cfg(), "x", None).expect("pod");
-    let a2 = variant_pod(
-        &ens,
-        v,
-        mv,
-        "edge-a",
-        &cfg(),
-        "y",
-        Some(("2026-01-01T00:00:00Z", "LeaseExpired")),
-    )
-    .expect("pod");
-    let b = variant_pod(&ens, v, mv, "edge-b", &cfg(), "x", None).expect("pod");
+    let a1 = pod_on(&ens, 0, "edge-a", None);
+    let failure = Replacement {
+        failed_since: "2026-01-01T00:00:00Z".parse().expect("time"),
+        reason: "LeaseExpired",
+    };
+    let a2 = pod_on(&ens, 0, "edge-a", Some(&failure));
+    let b = pod_on(&ens, 0, "edge-b", None);
     assert_eq!(
         a1.metadata.name, a2.metadata.name,
         "annotations do not rename the pod"
     );
+    assert_eq!(
+        a2.annotations().get(FAILED_SINCE).map(String::as_str),
+        Some("2026-01-01T00:00:00Z")
+    );
     assert_ne!(a1.metadata.name, b.metadata.name);
     let mut ens2 = ens.clone();
     ens2.spec.images.variant = Some("example/vp-variant:2".into());
-    let a3 = variant_pod(
-        &ens2,
-        &ens2.spec.variants[0],
-        mv,
-        "edge-a",
-        &cfg(),
-        "x",
-        None,
-    )
-    .expect("pod");
     assert_ne!(
-        a1.metadata.name, a3.metadata.name,
+        a1.metadata.name,
+        pod_on(&ens2, 0, "edge-a", None).metadata.name,
         "a new template gets a new pod"
+    );
+}
+
+#[test]
+fn top_k_is_not_part_of_the_pod_template() {
+    // The aggregator sends k with every request: a topK change reloads its config and restarts no variant.
+    let ens = fixtures::ensemble();
+    let mut ens2 = ens.clone();
+    ens2.spec.top_k = 2;
+    assert_eq!(template_of(&ens, 0), template_of(&ens2, 0));
+    let m = fixtures::manifest();
+    assert_ne!(
+        aggregator_config(&ens, &m).expect("config").top_k,
+        aggregator_config(&ens2, &m).expect("config").top_k
     );
 }
 
@@ -169,16 +184,16 @@ fn bad_manifest_file_names_are_refused() {
     let ens = fixtures::ensemble();
     let mut mv = fixtures::manifest().variants[0].clone();
     mv.file = "../../etc/passwd".into();
-    let e =
-        variant_pod(&ens, &ens.spec.variants[0], &mv, "n", &cfg(), "x", None).expect_err("refused");
+    let e = variant_template(&ens, &ens.spec.variants[0], &mv, &cfg()).expect_err("refused");
     assert!(e.to_string().contains("plain file name"), "{e}");
 }
 
 #[test]
 fn aggregator_config_follows_the_dataplane_format() {
     let ens = fixtures::ensemble();
-    let text = aggregator_config(&ens, &fixtures::manifest()).expect("config");
-    let v: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
+    let cm = aggregator_configmap(&ens, &fixtures::manifest(), fixtures::MANIFEST).expect("cm");
+    let text = &cm.data.expect("data")[AGGREGATOR_CONFIG_KEY];
+    let v: serde_yaml::Value = serde_yaml::from_str(text).expect("yaml");
     assert_eq!(v["schema_version"], 1);
     assert_eq!(v["manifest"], "ensemble.yaml");
     assert_eq!(v["top_k"], 3);
@@ -191,6 +206,41 @@ fn aggregator_config_follows_the_dataplane_format() {
     );
     assert_eq!(v["variants"][1]["url"], "http://fm-v1.edge.svc:8080");
     assert_eq!(v["variants"].as_sequence().map(Vec::len), Some(4));
+}
+
+/// The config text the operator writes into the ConfigMap is read and checked by the aggregator's own reader
+/// and validator (`AggregatorConfig::from_yaml`, `validate` against the manifest copy in the same ConfigMap),
+/// for every combine rule.
+#[test]
+fn aggregator_config_round_trips_through_the_aggregators_reader() {
+    for rule in [
+        vp_api::CombineRule::SoftVote,
+        vp_api::CombineRule::WeightedSoftVote,
+        vp_api::CombineRule::MajorityVote,
+    ] {
+        let mut ens = fixtures::ensemble();
+        ens.spec.combine = rule;
+        let built = aggregator_config(&ens, &fixtures::manifest()).expect("config");
+        let cm = aggregator_configmap(&ens, &fixtures::manifest(), fixtures::MANIFEST).expect("cm");
+        let data = cm.data.expect("data");
+        let read = vp_api::AggregatorConfig::from_yaml(&data[AGGREGATOR_CONFIG_KEY])
+            .expect("the aggregator reads what the operator writes");
+        let manifest = vp_api::EnsembleManifest::from_yaml(&data[MANIFEST_KEY]).expect("manifest");
+        read.validate(&manifest)
+            .expect("the aggregator accepts what the operator writes");
+        assert_eq!(read, built, "{rule:?}: nothing lost on the way");
+        assert_eq!(read.combine, vp_api::DataPlaneCombineRule::from(rule));
+        assert_eq!(read.weights.is_empty(), !rule.weighs_by_accuracy());
+        assert_eq!(read.model_name(&manifest), "fm");
+    }
+}
+
+#[test]
+fn out_of_range_spec_values_are_refused_not_wrapped() {
+    let mut ens = fixtures::ensemble();
+    ens.spec.aggregator.deadline_ms = -1;
+    let e = aggregator_config(&ens, &fixtures::manifest()).expect_err("refused");
+    assert!(e.to_string().contains("deadlineMs -1"), "{e}");
 }
 
 #[test]

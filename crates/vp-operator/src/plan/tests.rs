@@ -1,6 +1,12 @@
 use super::*;
+use crate::desired::FAILED_SINCE;
 use crate::fixtures;
-use crate::observe::node_info;
+use crate::health::{FailureReason, Health};
+use crate::observe::{self, node_info};
+use crate::reconcile::validate::validate;
+use kube::ResourceExt;
+use vp_api::labels::VARIANT;
+use vp_api::{ConditionType, EnsembleManifest};
 
 const T0: &str = "2026-01-01T00:00:00Z";
 
@@ -61,7 +67,7 @@ impl World {
     fn step(&mut self, nodes: &[NodeInfo], now: &str) -> Plan {
         let plan = plan(&Inputs {
             ensemble: &self.ens,
-            manifest: Ok((&self.manifest, fixtures::MANIFEST)),
+            valid: validate(&self.ens, Ok((&self.manifest, fixtures::MANIFEST))),
             nodes,
             pods: &self.pods,
             services: &[],
@@ -252,11 +258,11 @@ fn failed_node_moves_its_variant_to_the_spare_and_recovers() {
     assert!(p.create.is_empty() && p.delete.is_empty());
     assert_eq!(
         p.recovered,
-        vec![(
-            "v2".to_string(),
-            "LeaseExpired".to_string(),
-            Duration::from_secs(25)
-        )]
+        vec![Recovery {
+            variant: "v2".to_string(),
+            reason: "LeaseExpired".to_string(),
+            after: Duration::from_secs(25)
+        }]
     );
     assert_eq!(
         cond(&p.status, ConditionType::Ready),
@@ -383,7 +389,7 @@ fn removed_variant_loses_pod_and_service() {
     w.ens.spec.variants.retain(|v| v.name != "v3");
     let p = plan(&Inputs {
         ensemble: &w.ens,
-        manifest: Ok((&w.manifest, fixtures::MANIFEST)),
+        valid: validate(&w.ens, Ok((&w.manifest, fixtures::MANIFEST))),
         nodes: &n,
         pods: &w.pods,
         services: &["v0".into(), "v3".into()],
@@ -433,7 +439,7 @@ fn manifest_problems_and_unknown_variants_are_reported() {
     assert!(msg.contains("v9 is not in manifest family fmnist"), "{msg}");
     let p = plan(&Inputs {
         ensemble: &fixtures::ensemble(),
-        manifest: Err("configmap edge/fmnist-manifest not found".into()),
+        valid: Err("configmap edge/fmnist-manifest not found".into()),
         nodes: &[],
         pods: &[],
         services: &[],
@@ -526,7 +532,7 @@ fn only_ready_aggregators_on_live_nodes_serve() {
         aggregator_pod("on-vanished-node", "edge-zz"),
     ];
     let mut out = Plan::default();
-    assert_eq!(judge_aggregators(&pods, &by_name, &mut out), 1);
+    assert_eq!(aggregator::judge(&pods, &by_name, &mut out), 1);
     let deleted: Vec<&str> = out.delete.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(deleted, ["on-failed-node", "on-vanished-node"]);
     assert!(out.delete.iter().all(|d| d.force));

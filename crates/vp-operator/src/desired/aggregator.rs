@@ -1,0 +1,213 @@
+//! The aggregator's objects: its config file (the data plane's own [`AggregatorConfig`] type, so a misspelt key
+//! cannot be written), the ConfigMap that carries it with a copy of the manifest, the Deployment and the
+//! Service. The aggregator re-reads its mounted config when the ConfigMap changes, so config changes (topK,
+//! deadline, variants) need no rollout.
+
+use super::{
+    BuildError, MANIFEST_KEY, aggregator_name, http_probe, http_service_port, non_empty,
+    non_empty_map, object_meta, pod_security, server_container, variant_service_name,
+};
+use crate::config::{HTTP_PORT, OperatorConfig};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Affinity, ConfigMap, ConfigMapVolumeSource, Container, PodAffinityTerm, PodAntiAffinity,
+    PodSpec, PodTemplateSpec, Service, ServiceSpec, Volume, VolumeMount, WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::ResourceExt;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use vp_api::labels::{self, COMPONENT_AGGREGATOR};
+use vp_api::{AggregatorConfig, EnsembleManifest, VariantEndpoint, VariantEnsemble};
+
+/// Key of the aggregator config in its ConfigMap.
+pub const AGGREGATOR_CONFIG_KEY: &str = "aggregator.yaml";
+/// Where the aggregator container mounts its ConfigMap.
+const CONFIG_DIR: &str = "/etc/vp";
+/// A config that sets only what has no default.
+const MINIMAL_CONFIG: &str = "schema_version: 1\nmanifest: ensemble.yaml\nvariants: []\n";
+/// Smallest weight of a variant in a weighted soft vote (the aggregator refuses weights that are not positive).
+const MIN_WEIGHT: f64 = 1e-6;
+
+fn in_range<T: TryFrom<i32>>(what: &str, v: i32) -> Result<T, BuildError> {
+    T::try_from(v).map_err(|_| BuildError::Range(format!("{what} {v} is out of range")))
+}
+
+/// The aggregator config for this ensemble (format: docs/dataplane.md, schema version 1).
+pub fn aggregator_config(
+    ens: &VariantEnsemble,
+    manifest: &EnsembleManifest,
+) -> Result<AggregatorConfig, BuildError> {
+    let ns = ens
+        .namespace()
+        .ok_or_else(|| BuildError::Metadata(ens.name_any()))?;
+    let name = ens.name_any();
+    let spec = &ens.spec;
+    let weights: BTreeMap<String, f64> = if spec.combine.weighs_by_accuracy() {
+        spec.variants
+            .iter()
+            .filter_map(|v| {
+                manifest
+                    .variant(&v.name)
+                    .map(|m| (v.name.clone(), m.accuracy.max(MIN_WEIGHT)))
+            })
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    // Settings the CRD does not expose (probe interval and timeout) keep the aggregator's own defaults, read
+    // by the aggregator's reader from a config that sets nothing else.
+    let defaults = AggregatorConfig::from_yaml(MINIMAL_CONFIG)
+        .map_err(|e| BuildError::Range(format!("the aggregator's defaults: {e}")))?;
+    Ok(AggregatorConfig {
+        schema_version: 1,
+        manifest: PathBuf::from(MANIFEST_KEY),
+        model_name: Some(name.clone()),
+        top_k: in_range("topK", spec.top_k)?,
+        deadline_ms: in_range("deadlineMs", spec.aggregator.deadline_ms)?,
+        min_variants: in_range("minVariants", spec.aggregator.min_variants)?,
+        combine: spec.combine.into(),
+        weights,
+        variants: spec
+            .variants
+            .iter()
+            .map(|v| VariantEndpoint {
+                name: v.name.clone(),
+                url: format!(
+                    "http://{}.{ns}.svc:{HTTP_PORT}",
+                    variant_service_name(&name, &v.name)
+                ),
+            })
+            .collect(),
+        ..defaults
+    })
+}
+
+/// The aggregator ConfigMap: its config file and a copy of the manifest text, mounted as one folder.
+pub fn aggregator_configmap(
+    ens: &VariantEnsemble,
+    manifest: &EnsembleManifest,
+    manifest_text: &str,
+) -> Result<ConfigMap, BuildError> {
+    let config = serde_yaml::to_string(&aggregator_config(ens, manifest)?)?;
+    Ok(ConfigMap {
+        metadata: object_meta(
+            ens,
+            aggregator_name(&ens.name_any()),
+            COMPONENT_AGGREGATOR,
+            None,
+        )?,
+        data: Some(BTreeMap::from([
+            (AGGREGATOR_CONFIG_KEY.to_string(), config),
+            (MANIFEST_KEY.to_string(), manifest_text.to_string()),
+        ])),
+        ..ConfigMap::default()
+    })
+}
+
+/// The aggregator Deployment. Its replicas prefer different nodes: one lost node must not take every
+/// aggregator with it.
+pub fn aggregator_deployment(
+    ens: &VariantEnsemble,
+    cfg: &OperatorConfig,
+) -> Result<Deployment, BuildError> {
+    let name = ens.name_any();
+    let spec = &ens.spec;
+    let selector = labels::selector_labels(&name, COMPONENT_AGGREGATOR, None);
+    let container = Container {
+        readiness_probe: http_probe("/v2/health/ready", 2, None, None),
+        liveness_probe: http_probe("/v2/health/live", 10, None, None),
+        resources: Some(
+            spec.aggregator
+                .resources
+                .clone()
+                .unwrap_or_else(|| cfg.aggregator_resources.clone()),
+        ),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]),
+        ..server_container(
+            "aggregator",
+            spec.images
+                .aggregator
+                .clone()
+                .unwrap_or_else(|| cfg.aggregator_image.clone()),
+            spec.images.pull_policy.clone(),
+            &["--config", &format!("{CONFIG_DIR}/{AGGREGATOR_CONFIG_KEY}")],
+        )
+    };
+    let pod_spec = PodSpec {
+        enable_service_links: Some(false),
+        automount_service_account_token: Some(false),
+        security_context: Some(pod_security()),
+        containers: vec![container],
+        volumes: Some(vec![Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: aggregator_name(&name),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        }]),
+        affinity: Some(Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity {
+                preferred_during_scheduling_ignored_during_execution: Some(vec![
+                    WeightedPodAffinityTerm {
+                        weight: 100,
+                        pod_affinity_term: PodAffinityTerm {
+                            label_selector: Some(LabelSelector {
+                                match_labels: Some(selector.clone()),
+                                ..LabelSelector::default()
+                            }),
+                            topology_key: "kubernetes.io/hostname".into(),
+                            ..PodAffinityTerm::default()
+                        },
+                    },
+                ]),
+                ..PodAntiAffinity::default()
+            }),
+            ..Affinity::default()
+        }),
+        tolerations: non_empty(&spec.placement.tolerations),
+        node_selector: non_empty_map(&spec.placement.node_selector),
+        ..PodSpec::default()
+    };
+    Ok(Deployment {
+        metadata: object_meta(ens, aggregator_name(&name), COMPONENT_AGGREGATOR, None)?,
+        spec: DeploymentSpec {
+            replicas: Some(spec.aggregator.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels::object_labels(&name, COMPONENT_AGGREGATOR, None)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec),
+            },
+            ..DeploymentSpec::default()
+        },
+        status: None,
+    })
+}
+
+/// The aggregator Service (type and port from the spec).
+pub fn aggregator_service(ens: &VariantEnsemble) -> Result<Service, BuildError> {
+    let name = ens.name_any();
+    let svc = &ens.spec.aggregator.service;
+    Ok(Service {
+        metadata: object_meta(ens, aggregator_name(&name), COMPONENT_AGGREGATOR, None)?,
+        spec: Some(ServiceSpec {
+            type_: Some(svc.type_.as_str().into()),
+            selector: Some(labels::selector_labels(&name, COMPONENT_AGGREGATOR, None)),
+            ports: Some(http_service_port(svc.port)),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    })
+}

@@ -1,0 +1,188 @@
+//! The ensemble's status summary and its three standard conditions (Ready, Degraded, Progressing, with
+//! transition times kept by [`crate::conditions`]), the Degraded/Recovered events, and the status of a spec
+//! that cannot be carried out.
+
+use super::variants::VariantsOutcome;
+use super::{Inputs, Note, Plan};
+use crate::conditions::{condition, is_true};
+use crate::desired;
+use vp_api::{ConditionType, EnsembleManifest, VariantEnsembleStatus};
+
+fn count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// Fills in the summary and conditions of `out.status` (whose per-variant entries are already there) and the
+/// events of a Degraded transition.
+pub fn summarise(
+    input: &Inputs<'_>,
+    manifest: &EnsembleManifest,
+    old: &VariantEnsembleStatus,
+    variants: &VariantsOutcome,
+    aggregators_serving: usize,
+    out: &mut Plan,
+) {
+    let ens = input.ensemble;
+    let generation = ens.metadata.generation;
+    let desired_n = ens.spec.variants.len();
+    let available = variants.ready.len();
+    let k = usize::try_from(ens.spec.top_k).unwrap_or(0);
+    let st = &mut out.status;
+    st.observed_generation = generation;
+    st.desired_variants = count(desired_n);
+    st.available_variants = count(available);
+    st.expected_accuracy = manifest.subset_accuracy(variants.ready.iter().map(String::as_str), k);
+    st.aggregator_endpoint = desired::aggregator_endpoint(ens);
+    let agg_ok = ens.spec.aggregator.replicas == 0 || aggregators_serving > 0;
+    let missing: Vec<String> = st
+        .variants
+        .iter()
+        .filter(|v| !v.ready)
+        .map(|v| {
+            format!(
+                "{} ({})",
+                v.name,
+                v.message.as_deref().unwrap_or("not ready")
+            )
+        })
+        .collect();
+    let all = available == desired_n;
+    let (ready_reason, ready_msg) = match (all, agg_ok) {
+        (true, true) => (
+            "AllVariantsServing",
+            format!("{available}/{desired_n} variants serving"),
+        ),
+        (true, false) => (
+            "AggregatorUnavailable",
+            "no aggregator replica is ready".to_string(),
+        ),
+        (false, _) => (
+            "VariantsUnavailable",
+            format!(
+                "{available}/{desired_n} variants serving; not serving: {}",
+                missing.join("; ")
+            ),
+        ),
+    };
+    let degraded = !all || !agg_ok;
+    let (deg_reason, deg_msg) = if available == 0 {
+        ("NoVariantServing", ready_msg.clone())
+    } else if i64::try_from(available).unwrap_or(0) < i64::from(ens.spec.aggregator.min_variants) {
+        (
+            "BelowMinVariants",
+            format!(
+                "{ready_msg}; fewer than minVariants {}",
+                ens.spec.aggregator.min_variants
+            ),
+        )
+    } else if degraded {
+        (ready_reason, ready_msg.clone())
+    } else {
+        ("AllVariantsServing", ready_msg.clone())
+    };
+    let busy = !out.create.is_empty() || !out.delete.is_empty() || variants.starting > 0 || !agg_ok;
+    let (prog_reason, prog_msg) = if !out.reschedules.is_empty() {
+        (
+            "Rescheduling",
+            format!(
+                "moving {} variant(s) off failed nodes or pods",
+                out.reschedules.len()
+            ),
+        )
+    } else if busy {
+        (
+            "Reconciling",
+            format!(
+                "{} pod(s) to create, {} to delete, {} starting",
+                out.create.len(),
+                out.delete.len(),
+                variants.starting
+            ),
+        )
+    } else {
+        ("Stable", "every object is up to date".to_string())
+    };
+    let now = input.now;
+    let st = &mut out.status;
+    st.conditions = vec![
+        condition(
+            &old.conditions,
+            ConditionType::Ready,
+            all && agg_ok,
+            ready_reason,
+            ready_msg,
+            generation,
+            now,
+        ),
+        condition(
+            &old.conditions,
+            ConditionType::Degraded,
+            degraded,
+            deg_reason,
+            deg_msg.clone(),
+            generation,
+            now,
+        ),
+        condition(
+            &old.conditions,
+            ConditionType::Progressing,
+            busy,
+            prog_reason,
+            prog_msg,
+            generation,
+            now,
+        ),
+    ];
+    let was_degraded = is_true(&old.conditions, ConditionType::Degraded);
+    if degraded && !was_degraded && old.observed_generation.is_some() {
+        out.events.push(Note {
+            warning: true,
+            reason: "Degraded",
+            action: "Observe",
+            message: deg_msg,
+        });
+    } else if !degraded && was_degraded {
+        out.events.push(Note {
+            warning: false,
+            reason: "Recovered",
+            action: "Observe",
+            message: format!("{available}/{desired_n} variants serving again"),
+        });
+    }
+}
+
+/// The plan for a spec that cannot be carried out: touch nothing, say why (one event per new reason).
+pub fn invalid(input: &Inputs<'_>, old: &VariantEnsembleStatus, why: String) -> Plan {
+    let ens = input.ensemble;
+    let g = ens.metadata.generation;
+    let now = input.now;
+    let mut status = old.clone();
+    status.observed_generation = g;
+    status.desired_variants = count(ens.spec.variants.len());
+    status.conditions = [
+        (ConditionType::Ready, false),
+        (ConditionType::Degraded, true),
+        (ConditionType::Progressing, false),
+    ]
+    .into_iter()
+    .map(|(t, on)| condition(&old.conditions, t, on, "InvalidSpec", why.clone(), g, now))
+    .collect();
+    let before = old
+        .condition(ConditionType::Ready)
+        .map(|c| (c.reason.as_str(), c.message.as_str()));
+    let events = if before == Some(("InvalidSpec", why.as_str())) {
+        vec![]
+    } else {
+        vec![Note {
+            warning: true,
+            reason: "InvalidSpec",
+            action: "Validate",
+            message: why,
+        }]
+    };
+    Plan {
+        status,
+        events,
+        ..Plan::default()
+    }
+}
