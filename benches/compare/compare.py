@@ -336,6 +336,9 @@ def failures(site: Site, schemes: list[str], idx: list[int], args: argparse.Name
     cp_rows = {tuple(sorted(r["groups"])): r["accuracy"] for r in args.cp_meta["subsets"]}
     modes = args.failure_modes.split(",")
     for mode in modes:
+        # The throughput phases before can leave variants ejected for a while (the aggregators' outlier
+        # ejection after timeouts under load); the failure schedule starts from a whole site.
+        site.wait_ready()
         rows: dict[str, list] = {s: [] for s in schemes}
         for f in range(args.devices):
             if f > 0:

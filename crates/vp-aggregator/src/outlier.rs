@@ -2,7 +2,10 @@
 //! row is ejected, i.e. skipped by requests, for an ejection period that doubles with each ejection not
 //! followed by a success (capped at 16x). After the period the prober re-admits it once it passes a readiness
 //! probe. This catches a variant that still passes readiness but hangs on inference, which would otherwise make
-//! every request wait for the whole deadline. Pure logic; the clock is passed in.
+//! every request wait for the whole deadline. Like Envoy's `max_ejection_percent`, ejection is bounded: the last
+//! variant still serving is never ejected (it is spared and stays in use), because an aggregator that skips every
+//! variant answers nothing, and losing the service is exactly what variant parallelism must never do. Pure logic;
+//! the clock is passed in.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +24,8 @@ const MAX_MULTIPLIER: u32 = 16;
 pub enum Verdict {
     Counted,
     Ejected(Duration),
+    /// The streak reached the policy, but no other variant is serving: not ejected.
+    Spared,
 }
 
 /// The outlier state of one variant.
@@ -40,14 +45,18 @@ impl Outlier {
         }
     }
 
-    /// A timeout or error; ejects the variant when the streak reaches the policy.
-    pub fn failure(&mut self, now: Instant, p: Policy) -> Verdict {
+    /// A timeout or error; ejects the variant when the streak reaches the policy, unless `others_serving` is
+    /// false (it is the last variant requests can go to).
+    pub fn failure(&mut self, now: Instant, p: Policy, others_serving: bool) -> Verdict {
         if self.ejected_until.is_some() {
             return Verdict::Counted;
         }
-        self.consecutive += 1;
+        self.consecutive = self.consecutive.saturating_add(1);
         if self.consecutive < p.failures.max(1) {
             return Verdict::Counted;
+        }
+        if !others_serving {
+            return Verdict::Spared;
         }
         self.consecutive = 0;
         let multiplier = 1u32 << self.ejections.min(4);
@@ -88,12 +97,15 @@ mod tests {
     fn ejects_after_n_failures_in_a_row_and_backs_off() {
         let t0 = Instant::now();
         let mut o = Outlier::default();
-        assert_eq!(o.failure(t0, P), Verdict::Counted);
+        assert_eq!(o.failure(t0, P, true), Verdict::Counted);
         o.success();
-        assert_eq!(o.failure(t0, P), Verdict::Counted);
-        assert_eq!(o.failure(t0, P), Verdict::Counted);
+        assert_eq!(o.failure(t0, P, true), Verdict::Counted);
+        assert_eq!(o.failure(t0, P, true), Verdict::Counted);
         assert!(!o.is_ejected(), "a success broke the streak");
-        assert_eq!(o.failure(t0, P), Verdict::Ejected(Duration::from_secs(5)));
+        assert_eq!(
+            o.failure(t0, P, true),
+            Verdict::Ejected(Duration::from_secs(5))
+        );
         assert!(o.is_ejected());
         // Probes during the period do not re-admit it.
         assert!(!o.probe_passed(t0 + Duration::from_secs(4)));
@@ -102,9 +114,12 @@ mod tests {
         // Failing again at once: the period doubles.
         let t1 = t0 + Duration::from_secs(6);
         for _ in 0..2 {
-            assert_eq!(o.failure(t1, P), Verdict::Counted);
+            assert_eq!(o.failure(t1, P, true), Verdict::Counted);
         }
-        assert_eq!(o.failure(t1, P), Verdict::Ejected(Duration::from_secs(10)));
+        assert_eq!(
+            o.failure(t1, P, true),
+            Verdict::Ejected(Duration::from_secs(10))
+        );
     }
 
     #[test]
@@ -114,9 +129,9 @@ mod tests {
         let mut last = Duration::ZERO;
         for _ in 0..8 {
             for _ in 0..2 {
-                o.failure(t, P);
+                o.failure(t, P, true);
             }
-            if let Verdict::Ejected(d) = o.failure(t, P) {
+            if let Verdict::Ejected(d) = o.failure(t, P, true) {
                 last = d;
             }
             assert!(o.probe_passed(t + Duration::from_secs(3600)));
@@ -124,8 +139,30 @@ mod tests {
         assert_eq!(last, Duration::from_secs(5 * 16));
         o.success();
         for _ in 0..2 {
-            o.failure(t, P);
+            o.failure(t, P, true);
         }
-        assert_eq!(o.failure(t, P), Verdict::Ejected(Duration::from_secs(5)));
+        assert_eq!(
+            o.failure(t, P, true),
+            Verdict::Ejected(Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn the_last_serving_variant_is_spared_then_ejected_once_another_serves() {
+        let t = Instant::now();
+        let mut o = Outlier::default();
+        for _ in 0..2 {
+            assert_eq!(o.failure(t, P, false), Verdict::Counted);
+        }
+        for _ in 0..5 {
+            assert_eq!(o.failure(t, P, false), Verdict::Spared);
+            assert!(!o.is_ejected());
+        }
+        // Another variant serves again: the streak still counts, so the next failure ejects.
+        assert_eq!(
+            o.failure(t, P, true),
+            Verdict::Ejected(Duration::from_secs(5))
+        );
+        assert!(o.is_ejected());
     }
 }

@@ -231,9 +231,18 @@ impl Live {
             e.health.with_outlier(Outlier::success);
             return;
         }
-        if let Verdict::Ejected(period) =
-            e.health.with_outlier(|o| o.failure(Instant::now(), policy))
-        {
+        let others_serving = snap
+            .endpoints
+            .iter()
+            .any(|o| o.name != e.name && o.health.is_up());
+        let verdict = e
+            .health
+            .with_outlier(|o| o.failure(Instant::now(), policy, others_serving));
+        if verdict == Verdict::Spared {
+            tracing::warn!(variant = %e.name, url = %e.base_url, failures = policy.failures,
+                "variant failed repeatedly but is the last one serving; not ejected");
+        }
+        if let Verdict::Ejected(period) = verdict {
             tracing::warn!(variant = %e.name, url = %e.base_url, ejected_ms = period.as_millis() as u64,
                 failures = policy.failures, "variant failed repeatedly; ejected");
             self.metrics
