@@ -156,12 +156,17 @@ imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "50Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
 podLogsDir: /var/log/pods
 EOF
-  cat >"$d/kube-proxy.yaml" <<EOF
+  kube_proxy_config "$ip" "$d/kube-proxy.yaml"
+}
+
+# kube_proxy_config BIND_ADDRESS OUT: the KubeProxyConfiguration of one member (a node, or the cp namespace).
+kube_proxy_config() {
+  cat >"$2" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
 clientConnection: {kubeconfig: $dir/kube-proxy.kubeconfig}
-bindAddress: $ip
+bindAddress: $1
 clusterCIDR: $pod_net.0.0/16
 metricsBindAddress: 127.0.0.1:10249
 healthzBindAddress: 127.0.0.1:10256
@@ -229,18 +234,7 @@ up() {
 EOF
   # kube-proxy in the cp namespace too, so that clients there (kubectl's peers: vpctl, Prometheus) reach
   # ClusterIP Services as pods do.
-  cat >"$dir/cp/kube-proxy.yaml" <<EOF
-apiVersion: kubeproxy.config.k8s.io/v1alpha1
-kind: KubeProxyConfiguration
-mode: iptables
-clientConnection: {kubeconfig: $dir/kube-proxy.kubeconfig}
-bindAddress: $cp_ip
-clusterCIDR: $pod_net.0.0/16
-metricsBindAddress: 127.0.0.1:10249
-healthzBindAddress: 127.0.0.1:10256
-iptables: {masqueradeAll: true}
-conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
-EOF
+  kube_proxy_config "$cp_ip" "$dir/cp/kube-proxy.yaml"
   start_member cp "$dir/cp/coredns.log" "$bin/coredns" -conf "$dir/cp/Corefile"
   # Its own mount namespace with a fresh /run, so that iptables' lock file stays out of the host's /run.
   start_member cp "$dir/cp/kube-proxy.log" unshare --mount --propagation slave \
