@@ -77,7 +77,7 @@ pub struct Placement {
 
 /// Why a node cannot take variants of this ensemble at all (independent of the variant).
 fn exclusion(node: &NodeInfo, c: &Constraints) -> Option<String> {
-    if let Health::Failed(r) = &node.health {
+    if let Some(r) = node.health.failure() {
         return Some(format!("failed ({r})"));
     }
     if node.unschedulable {

@@ -21,6 +21,8 @@ use tokio::task::JoinHandle;
 use vp_api::{ConditionType, VariantEnsemble};
 use vp_operator::config::OperatorConfig;
 use vp_operator::controller::{self, Scope};
+use vp_operator::failover;
+use vp_operator::gate::Gate;
 use vp_operator::metrics::Metrics;
 use vp_testenv::wait::{Poll, until};
 use vp_testenv::{ControlPlane, NodeSpec, TestNamespace, unique_name};
@@ -115,6 +117,8 @@ impl Operator {
             identity: format!("test-{}", ns.name()),
             namespace: Some(ns.name().to_string()),
             concurrency: 16,
+            failover: failover::Settings::default(),
+            gate: Gate::open(),
         };
         let task = tokio::spawn(controller::run(
             ns.client().clone(),
@@ -717,6 +721,8 @@ async fn runs_with_only_the_documented_rbac() -> Result<(), Fail> {
         identity: "rbac-test".into(),
         namespace: Some(ns.name().to_string()),
         concurrency: 16,
+        failover: failover::Settings::default(),
+        gate: Gate::open(),
     };
     let task = tokio::spawn(controller::run(
         client,
