@@ -38,6 +38,19 @@ fn reason(e: &VariantEnsemble, t: ConditionType) -> String {
         .unwrap_or_default()
 }
 
+/// Waits until the ensemble is Degraded with reason MovesPaused; returns the condition's message.
+async fn wait_paused(ns: &TestNamespace) -> Result<String, Fail> {
+    let e = wait_status(ns, "Degraded with MovesPaused", |e| {
+        reason(e, ConditionType::Degraded) == "MovesPaused"
+    })
+    .await?;
+    Ok(e.status
+        .as_ref()
+        .and_then(|s| s.condition(ConditionType::Degraded))
+        .map(|c| c.message.clone())
+        .unwrap_or_default())
+}
+
 fn moves(op: &Operator) -> u64 {
     ["LeaseExpired", "NodeNotReady", "NodeGone"]
         .iter()
@@ -68,16 +81,7 @@ async fn a_whole_site_silent_for_a_minute_moves_nothing() -> Result<(), Fail> {
         cp.partition_node(n).await?;
     }
     // The operator says why nothing moves, while it lasts.
-    let e = wait_status(&ns, "Degraded with MovesPaused", |e| {
-        reason(e, ConditionType::Degraded) == "MovesPaused"
-    })
-    .await?;
-    let msg = e
-        .status
-        .as_ref()
-        .and_then(|s| s.condition(ConditionType::Degraded))
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let msg = wait_paused(&ns).await?;
     assert!(msg.contains("moves paused"), "{msg}");
     assert_eq!(op.metrics.moves_paused.get(), 1);
     // Kubernetes marks the nodes Unknown after its node monitor grace; stay silent a minute at least.
@@ -245,16 +249,7 @@ async fn ten_of_ten_nodes_failing_one_after_another_first_move_then_pause() -> R
     .await?;
     assert!(moves(&op) >= 1, "the first failures moved variants");
     assert_event(&ns, "Rescheduled", "moved from").await?;
-    let e = wait_status(&ns, "Degraded with MovesPaused", |e| {
-        reason(e, ConditionType::Degraded) == "MovesPaused"
-    })
-    .await?;
-    let msg = e
-        .status
-        .as_ref()
-        .and_then(|s| s.condition(ConditionType::Degraded))
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let msg = wait_paused(&ns).await?;
     assert!(
         msg.contains("FullDisruption (10/10 nodes failed at once)"),
         "{msg}"
