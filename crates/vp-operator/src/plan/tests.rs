@@ -67,7 +67,11 @@ impl World {
     fn step(&mut self, nodes: &[NodeInfo], now: &str) -> Plan {
         let plan = plan(&Inputs {
             ensemble: &self.ens,
-            valid: validate(&self.ens, Ok((&self.manifest, fixtures::MANIFEST))),
+            valid: validate(
+                &self.ens,
+                Ok((&self.manifest, fixtures::MANIFEST)),
+                &crate::config::OperatorConfig::default().host_path_prefixes,
+            ),
             nodes,
             pods: &self.pods,
             services: &[],
@@ -389,7 +393,11 @@ fn removed_variant_loses_pod_and_service() {
     w.ens.spec.variants.retain(|v| v.name != "v3");
     let p = plan(&Inputs {
         ensemble: &w.ens,
-        valid: validate(&w.ens, Ok((&w.manifest, fixtures::MANIFEST))),
+        valid: validate(
+            &w.ens,
+            Ok((&w.manifest, fixtures::MANIFEST)),
+            &crate::config::OperatorConfig::default().host_path_prefixes,
+        ),
         nodes: &n,
         pods: &w.pods,
         services: &["v0".into(), "v3".into()],
