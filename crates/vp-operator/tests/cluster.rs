@@ -903,10 +903,19 @@ async fn runs_with_only_the_documented_rbac() -> Result<(), Fail> {
             let _ = rx.await;
         },
     ));
+    // Two aggregators: the operator also writes a PodDisruptionBudget and NetworkPolicies under these rules.
+    let mut ens = ensemble(&ns, &["v0", "v1"], 20);
+    ens.spec.aggregator.replicas = 2;
     ns.api::<VariantEnsemble>()
-        .create(&PostParams::default(), &ensemble(&ns, &["v0", "v1"], 20))
+        .create(&PostParams::default(), &ens)
         .await?;
     wait_status(&ns, "ensemble Ready under the operator's own RBAC", ready).await?;
+    ns.api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>()
+        .get("fm-aggregator")
+        .await?;
+    ns.api::<k8s_openapi::api::networking::v1::NetworkPolicy>()
+        .get("fm-variants")
+        .await?;
     assert_eq!(
         metrics.errors.with_label_values(&["kube"]).get(),
         0,
