@@ -25,8 +25,7 @@ pub use variant::{
     variant_pod, variant_pod_name, variant_service, variant_template,
 };
 
-use crate::config::OperatorConfig;
-use crate::config::{HTTP_PORT, MEMORY_BUDGET_PERCENT};
+use crate::config::{HTTP_PORT, MEMORY_BUDGET_PERCENT, OperatorConfig};
 use crate::quantity;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{

@@ -1,6 +1,7 @@
 //! Step 4 of a reconcile: carry the plan out. Deletes first (a failed node's pod must go before its
-//! replacement appears), then server-side applies, then removes protection objects no longer wanted; independent objects go out concurrently, so a reconcile
-//! costs about one round trip per kind, not per object.
+//! replacement appears), then server-side applies, then removes protection objects no longer wanted
+//! (NetworkPolicies switched off, a budget for one replica); independent objects go out concurrently, so a
+//! reconcile costs about one round trip per kind, not per object.
 
 use crate::applied::ssa::{self, Live};
 use crate::desired;

@@ -1,6 +1,7 @@
 //! Step 2 of a reconcile: check the spec against the family manifest it names (classes, variant names, URL
-//! digests, k) and against what the cluster admin allows (hostPath folders). Pure. k is checked by the data plane's own rule (`vp_api::validate_k`), so the operator refuses
-//! exactly the k the variant servers and the aggregator would refuse.
+//! digests, k) and against what the cluster admin allows (hostPath folders). Pure. k is checked by the data
+//! plane's own rule (`vp_api::validate_k`), so the operator refuses exactly the k the variant servers and the
+//! aggregator would refuse.
 
 use std::collections::BTreeSet;
 use vp_api::{EnsembleManifest, VariantEnsemble, VariantSourceKind, validate_k};
