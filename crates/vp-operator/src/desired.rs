@@ -12,29 +12,34 @@
 //! node at all. Restarts of a crashed container are still done by the kubelet (restartPolicy Always).
 
 pub mod aggregator;
+pub mod protection;
 pub mod variant;
 
 pub use aggregator::{
     AGGREGATOR_CONFIG_KEY, aggregator_config, aggregator_configmap, aggregator_deployment,
     aggregator_service,
 };
+pub use protection::{aggregator_disruption_budget, network_policies, variants_policy_name};
 pub use variant::{
     FAILED_SINCE, FAILURE_REASON, FETCH_SCRIPT, Replacement, TEMPLATE_HASH, VariantTemplate,
     variant_pod, variant_pod_name, variant_service, variant_template,
 };
 
-use crate::config::HTTP_PORT;
+use crate::config::{HTTP_PORT, MEMORY_BUDGET_PERCENT, OperatorConfig};
+use crate::quantity;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, HTTPGetAction, PodSecurityContext, Probe,
-    SeccompProfile, SecurityContext, ServicePort,
+    Capabilities, Container, ContainerPort, HTTPGetAction, PodSecurityContext, PodSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecurityContext, ServicePort,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
 use thiserror::Error;
-use vp_api::VariantEnsemble;
 use vp_api::labels;
+use vp_api::{EnsembleManifest, VariantEnsemble};
 
 /// Key of the manifest copy in the aggregator ConfigMap (the config refers to it by this relative name).
 pub const MANIFEST_KEY: &str = "ensemble.yaml";
@@ -105,6 +110,51 @@ pub fn aggregator_endpoint(ens: &VariantEnsemble) -> Option<String> {
     ))
 }
 
+/// The `--memory-budget-mib` of a server whose container has these resources: [`MEMORY_BUDGET_PERCENT`] of
+/// its memory limit, in whole MiB. `None` without a (readable) limit: the server keeps its own default.
+pub fn memory_budget_mib(resources: &ResourceRequirements) -> Option<u64> {
+    let limit = resources.limits.as_ref()?.get("memory")?;
+    let bytes = quantity::parse(&limit.0).ok()?;
+    // f64 -> u64 saturates; a limit beyond u64 bytes is not a real pod.
+    let mib = (bytes / (1024.0 * 1024.0)) as u64;
+    Some(mib.saturating_mul(MEMORY_BUDGET_PERCENT) / 100)
+}
+
+/// `args` followed by `--memory-budget-mib` for these resources when they set a memory limit.
+fn with_memory_budget(args: &[&str], resources: &ResourceRequirements) -> Vec<String> {
+    let mut out: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    if let Some(mib) = memory_budget_mib(resources) {
+        out.extend(["--memory-budget-mib".to_string(), mib.to_string()]);
+    }
+    out
+}
+
+/// The ensemble's NetworkPolicies, for the ports of its built aggregator Deployment and of its variants'
+/// containers (the first variant's template: every variant runs the same server).
+pub fn ensemble_network_policies(
+    ens: &VariantEnsemble,
+    manifest: &EnsembleManifest,
+    cfg: &OperatorConfig,
+    aggregator: &Deployment,
+) -> Result<Vec<NetworkPolicy>, BuildError> {
+    let ports = |spec: Option<&PodSpec>| -> Vec<ContainerPort> {
+        spec.and_then(|s| s.containers.first())
+            .and_then(|c| c.ports.clone())
+            .unwrap_or_default()
+    };
+    let variant_ports = match ens
+        .spec
+        .variants
+        .iter()
+        .find_map(|v| manifest.variant(&v.name).map(|mv| (v, mv)))
+    {
+        Some((v, mv)) => ports(Some(&variant_template(ens, v, mv, cfg)?.spec)),
+        None => http_container_port(),
+    };
+    let aggregator_ports = ports(aggregator.spec.template.spec.as_ref());
+    network_policies(ens, cfg, &variant_ports, &aggregator_ports)
+}
+
 /// Hardened pod-level security context shared by every pod the operator creates.
 fn pod_security() -> PodSecurityContext {
     PodSecurityContext {
@@ -139,7 +189,7 @@ fn server_container(
     name: &str,
     image: String,
     pull_policy: Option<String>,
-    args: &[&str],
+    args: Vec<String>,
 ) -> Container {
     let common = [
         "--listen",
@@ -152,7 +202,7 @@ fn server_container(
         name: name.into(),
         image: Some(image),
         image_pull_policy: pull_policy,
-        args: Some(args.iter().map(|a| a.to_string()).chain(common).collect()),
+        args: Some(args.into_iter().chain(common).collect()),
         ports: Some(http_container_port()),
         security_context: Some(container_security()),
         ..Container::default()
