@@ -23,6 +23,9 @@ pub struct OperatorConfig {
 /// Port every variant server and aggregator listens on inside its pod.
 pub const HTTP_PORT: i32 = 8080;
 
+/// Port of the OIP gRPC endpoint of every variant server and aggregator, inside its pod and on its Service.
+pub const GRPC_PORT: i32 = 8081;
+
 fn requests(cpu: &str, memory: &str) -> ResourceRequirements {
     let q = |s: &str| Quantity(s.to_string());
     ResourceRequirements {
