@@ -220,40 +220,77 @@ async fn wire_lat(
     set: &TestSet,
     a: &BenchArgs,
 ) -> Result<(Lat, usize, usize), CliError> {
-    let mut times = Vec::with_capacity(a.iterations);
-    let (mut req_len, mut reply_len) = (0, 0);
-    for i in 0..a.warmup + a.iterations {
-        let img = set.image(i % set.len());
-        let t0 = Instant::now();
-        (req_len, reply_len) = call(http, t, wire, img, a.k).await?;
-        if i >= a.warmup {
-            times.push(t0.elapsed().as_secs_f64());
-        }
-    }
-    Ok((summarize(&times), req_len, reply_len))
+    let mut r = interleaved(http, t, &[wire], set, a).await?;
+    r.pop().ok_or_else(|| CliError::msg("no measurement"))
 }
 
-/// Batch-1 requests sent to all `targets` at once over `wire`; the time until the last reply.
+/// Sequential batch-1 requests over each of `wires` in turn (request i over every wire, the first wire rotating,
+/// so each wire sees the same images under the same load); per wire: latencies and the body sizes of the last
+/// request and reply.
+async fn interleaved(
+    http: &reqwest::Client,
+    t: &Target,
+    wires: &[Wire],
+    set: &TestSet,
+    a: &BenchArgs,
+) -> Result<Vec<(Lat, usize, usize)>, CliError> {
+    let mut times = vec![Vec::with_capacity(a.iterations); wires.len()];
+    let mut sizes = vec![(0, 0); wires.len()];
+    for i in 0..a.warmup + a.iterations {
+        let img = set.image(i % set.len());
+        for j in 0..wires.len() {
+            let w = (i + j) % wires.len();
+            let t0 = Instant::now();
+            sizes[w] = call(http, t, wires[w], img, a.k).await?;
+            if i >= a.warmup {
+                times[w].push(t0.elapsed().as_secs_f64());
+            }
+        }
+    }
+    Ok(times
+        .iter()
+        .zip(sizes)
+        .map(|(t, (rq, rp))| (summarize(t), rq, rp))
+        .collect())
+}
+
+/// JSON, binary and gRPC, interleaved.
+async fn three(
+    http: &reqwest::Client,
+    t: &Target,
+    set: &TestSet,
+    a: &BenchArgs,
+) -> Result<[(Lat, usize, usize); 3], CliError> {
+    let r = interleaved(http, t, &[Wire::Json, Wire::Binary, Wire::Grpc], set, a).await?;
+    r.try_into()
+        .map_err(|_| CliError::msg("expected three measurements"))
+}
+
+/// Batch-1 requests sent to all `targets` at once, over each of `wires` in turn (interleaved as in
+/// [`interleaved`]); per wire, the time until the last reply.
 async fn fanout_lat(
     http: &reqwest::Client,
     targets: &[Target],
-    wire: Wire,
+    wires: &[Wire],
     set: &TestSet,
     a: &BenchArgs,
-) -> Result<Lat, CliError> {
-    let mut times = Vec::with_capacity(a.iterations);
+) -> Result<Vec<Lat>, CliError> {
+    let mut times = vec![Vec::with_capacity(a.iterations); wires.len()];
     for i in 0..a.warmup + a.iterations {
         let img = set.image(i % set.len());
-        let t0 = Instant::now();
-        let calls = targets.iter().map(|t| call(http, t, wire, img, a.k));
-        for r in futures::future::join_all(calls).await {
-            r?;
-        }
-        if i >= a.warmup {
-            times.push(t0.elapsed().as_secs_f64());
+        for j in 0..wires.len() {
+            let w = (i + j) % wires.len();
+            let t0 = Instant::now();
+            let calls = targets.iter().map(|t| call(http, t, wires[w], img, a.k));
+            for r in futures::future::join_all(calls).await {
+                r?;
+            }
+            if i >= a.warmup {
+                times[w].push(t0.elapsed().as_secs_f64());
+            }
         }
     }
-    Ok(summarize(&times))
+    Ok(times.iter().map(|t| summarize(t)).collect())
 }
 
 fn spawn(program: &Path, args: &[String]) -> Result<Child, CliError> {
@@ -361,9 +398,7 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
         .ok_or_else(|| CliError::msg("no baseline endpoint"))?;
     for (v, t) in m.variants.iter().zip(&targets) {
         let b = tokio::task::block_in_place(|| bare(&m, &dir, &v.name, &set, &a))?;
-        let (h, rq, rp) = wire_lat(&http, t, Wire::Json, &set, &a).await?;
-        let (hb, _, _) = wire_lat(&http, t, Wire::Binary, &set, &a).await?;
-        let (g, grq, grp) = wire_lat(&http, t, Wire::Grpc, &set, &a).await?;
+        let [(h, rq, rp), (hb, _, _), (g, grq, grp)] = three(&http, t, &set, &a).await?;
         models.push(ModelResult {
             name: v.name.clone(),
             params: v.params,
@@ -382,9 +417,7 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
     let base_t = targets
         .pop()
         .ok_or_else(|| CliError::msg("no baseline target"))?;
-    let (bh, brq, brp) = wire_lat(&http, &base_t, Wire::Json, &set, &a).await?;
-    let (bhb, _, _) = wire_lat(&http, &base_t, Wire::Binary, &set, &a).await?;
-    let (bg, bgrq, bgrp) = wire_lat(&http, &base_t, Wire::Grpc, &set, &a).await?;
+    let [(bh, brq, brp), (bhb, _, _), (bg, bgrq, bgrp)] = three(&http, &base_t, &set, &a).await?;
     models.push(ModelResult {
         name: m.baseline.name.clone(),
         params: m.baseline.params,
@@ -399,8 +432,13 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
         grpc_reply_bytes: bgrp,
     });
     // The same fan-out the aggregator does, done by this client: all variants at once, until the last reply.
-    let direct_all = fanout_lat(&http, &targets, Wire::Json, &set, &a).await?;
-    let direct_all_grpc = fanout_lat(&http, &targets, Wire::Grpc, &set, &a).await?;
+    let mut fan = fanout_lat(&http, &targets, &[Wire::Json, Wire::Grpc], &set, &a)
+        .await?
+        .into_iter();
+    let (direct_all, direct_all_grpc) = match (fan.next(), fan.next()) {
+        (Some(j), Some(g)) => (j, g),
+        _ => return Err(CliError::msg("no fan-out measurement")),
+    };
 
     // The aggregator over all variants, then (hot-reloaded) over the slowest variant alone.
     let state = std::env::temp_dir().join(format!("vpctl-bench-{}", std::process::id()));
@@ -457,8 +495,14 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
         model: m.family.clone(),
         input: input.clone(),
     };
-    let (agg_all, _, _) = wire_lat(&http, &agg, Wire::Json, &set, &a).await?;
-    let (agg_all_grpc, _, _) = wire_lat(&http, &agg, Wire::Grpc, &set, &a).await?;
+    let mut both = interleaved(&http, &agg, &[Wire::Json, Wire::Grpc], &set, &a)
+        .await?
+        .into_iter()
+        .map(|(l, _, _)| l);
+    let (agg_all, agg_all_grpc) = match (both.next(), both.next()) {
+        (Some(j), Some(g)) => (j, g),
+        _ => return Err(CliError::msg("no aggregator measurement")),
+    };
     let slowest = models[..m.variants.len()]
         .iter()
         .max_by(|x, y| {

@@ -519,4 +519,43 @@ mod tests {
         let d = decode_grpc(r, &spec()).expect("decoded");
         assert_eq!(d.k, Some(KValue::Other("string_param \"3\"".into())));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any shape, raw size and typed values: an answer or a named error, never a panic; an accepted batch
+        /// always holds exactly N samples.
+        #[test]
+        fn arbitrary_requests_never_panic(
+            shape in proptest::collection::vec(-3i64..20, 0..6),
+            raw in proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)),
+            typed in proptest::option::of(proptest::collection::vec(0u32..300, 0..80)),
+            k in proptest::option::of(proptest::prelude::any::<i64>()),
+        ) {
+            let mut r = ModelInferRequest {
+                inputs: vec![tensor(shape, "UINT8", typed.map(typed_contents))],
+                raw_input_contents: raw.map(|b| vec![bytes::Bytes::from(b)]).unwrap_or_default(),
+                ..Default::default()
+            };
+            if let Some(k) = k {
+                r.parameters.insert("k".into(), int(k));
+            }
+            if let Ok(d) = decode_grpc(r, &spec()) {
+                proptest::prop_assert!(d.batch.n >= 1 && d.batch.n <= 4);
+                proptest::prop_assert_eq!(d.batch.data.len(), d.batch.n * 4);
+            }
+        }
+
+        /// Every prost-decodable byte string is answered without a panic.
+        #[test]
+        fn arbitrary_messages_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            if let Ok(r) = <ModelInferRequest as prost::Message>::decode(bytes.as_slice()) {
+                let _ = decode_grpc(r, &spec());
+            }
+        }
+    }
+
+    fn typed_contents(v: Vec<u32>) -> InferTensorContents {
+        typed(v)
+    }
 }
