@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tokio::sync::watch;
 use vp_api::VariantEnsemble;
-use vp_operator::config::OperatorConfig;
+use vp_operator::config::{DEFAULT_HOST_PATH_PREFIX, OperatorConfig};
 use vp_operator::disruption::Knobs;
 use vp_operator::gate::Gate;
 use vp_operator::{controller, failover, http, leader, metrics::Metrics};
@@ -39,6 +39,26 @@ struct Args {
     /// Default aggregator container resources, as JSON.
     #[arg(long, env = "VP_AGGREGATOR_RESOURCES")]
     aggregator_resources: Option<String>,
+    /// Folders under which hostPath model sources may lie, comma-separated; an ensemble naming another path
+    /// is refused with an InvalidSpec condition. Empty ("") refuses every hostPath source.
+    #[arg(
+        long,
+        env = "VP_HOST_PATH_PREFIXES",
+        value_delimiter = ',',
+        default_value = DEFAULT_HOST_PATH_PREFIX
+    )]
+    host_path_prefixes: Vec<String>,
+    /// Longest a URL model download may take, in seconds.
+    #[arg(long, env = "VP_FETCH_TIMEOUT_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
+    fetch_timeout_seconds: u32,
+    /// Create NetworkPolicies for each ensemble (variants reachable only from their aggregator and from the
+    /// monitoring namespace).
+    #[arg(long, env = "VP_NETWORK_POLICIES", default_value_t = true, action = clap::ArgAction::Set)]
+    network_policies: bool,
+    /// Namespace whose pods may reach the variants' and aggregators' ports for metrics (Prometheus); "" for
+    /// none.
+    #[arg(long, env = "VP_MONITORING_NAMESPACE", default_value = "monitoring")]
+    monitoring_namespace: String,
     /// Log format.
     #[arg(long, env = "VP_LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
@@ -140,6 +160,25 @@ fn operator_config(a: &Args) -> Result<OperatorConfig, String> {
             a.aggregator_resources.as_deref(),
             d.aggregator_resources,
         )?,
+        host_path_prefixes: a
+            .host_path_prefixes
+            .iter()
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                if p.starts_with('/') {
+                    Ok(p.to_string())
+                } else {
+                    Err(format!(
+                        "--host-path-prefixes: {p:?} is not an absolute path"
+                    ))
+                }
+            })
+            .collect::<Result<_, _>>()?,
+        fetch_timeout_seconds: a.fetch_timeout_seconds,
+        network_policies: a.network_policies,
+        monitoring_namespace: Some(a.monitoring_namespace.trim().to_string())
+            .filter(|n| !n.is_empty()),
     })
 }
 

@@ -74,7 +74,7 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
         .map_err(String::as_str);
     let plan = plan::plan(&Inputs {
         ensemble: &ens,
-        valid: validate::validate(&ens, manifest),
+        valid: validate::validate(&ens, manifest, &ctx.config.host_path_prefixes),
         nodes: &seen.nodes,
         pods: &seen.pods,
         services: &seen.services,

@@ -67,7 +67,11 @@ impl World {
     fn step(&mut self, nodes: &[NodeInfo], now: &str) -> Plan {
         let plan = plan(&Inputs {
             ensemble: &self.ens,
-            valid: validate(&self.ens, Ok((&self.manifest, fixtures::MANIFEST))),
+            valid: validate(
+                &self.ens,
+                Ok((&self.manifest, fixtures::MANIFEST)),
+                &crate::config::OperatorConfig::default().host_path_prefixes,
+            ),
             nodes,
             pods: &self.pods,
             services: &[],
@@ -528,7 +532,11 @@ fn removed_variant_loses_pod_and_service() {
     w.ens.spec.variants.retain(|v| v.name != "v3");
     let p = plan(&Inputs {
         ensemble: &w.ens,
-        valid: validate(&w.ens, Ok((&w.manifest, fixtures::MANIFEST))),
+        valid: validate(
+            &w.ens,
+            Ok((&w.manifest, fixtures::MANIFEST)),
+            &crate::config::OperatorConfig::default().host_path_prefixes,
+        ),
         nodes: &n,
         pods: &w.pods,
         services: &["v0".into(), "v3".into()],
@@ -673,7 +681,11 @@ fn only_ready_aggregators_on_live_nodes_serve() {
     let w = World::new();
     let input = Inputs {
         ensemble: &w.ens,
-        valid: validate(&w.ens, Ok((&w.manifest, fixtures::MANIFEST))),
+        valid: validate(
+            &w.ens,
+            Ok((&w.manifest, fixtures::MANIFEST)),
+            &crate::config::OperatorConfig::default().host_path_prefixes,
+        ),
         nodes: &n,
         pods: &[],
         services: &[],
