@@ -93,12 +93,19 @@ fn allowed_method(path: &str) -> &'static str {
 const ERROR_BODY_LIMIT: usize = 16 * 1024;
 
 /// Middleware: an error reply (4xx/5xx) whose body is not JSON gets the JSON error shape, keeping its status
-/// and headers (a 405 names the allowed method, also in `Allow`).
+/// and headers (a 405 names the allowed method, also in `Allow`); a 413 says `Connection: close`.
 pub async fn json_errors(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path: String = req.uri().path().chars().take(200).collect();
-    let reply = next.run(req).await;
+    let mut reply = next.run(req).await;
     let status = reply.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The body was refused unread, so the server closes the connection after this reply; saying so keeps a
+        // keep-alive client from sending its next request on it (it would fail with an incomplete message).
+        reply
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let is_json = reply
         .headers()
         .get(header::CONTENT_TYPE)
@@ -162,5 +169,33 @@ mod tests {
             let e = header_length(&h).expect_err(bad);
             assert_eq!(e.status, StatusCode::BAD_REQUEST);
         }
+    }
+
+    #[tokio::test]
+    async fn a_refused_body_closes_the_connection() {
+        use tower::ServiceExt;
+        let app = axum::Router::new()
+            .route(
+                "/big",
+                axum::routing::post(|| async { StatusCode::PAYLOAD_TOO_LARGE }),
+            )
+            .route(
+                "/ok",
+                axum::routing::post(|| async { StatusCode::BAD_REQUEST }),
+            )
+            .layer(axum::middleware::from_fn(json_errors));
+        let call = |path: &'static str| {
+            app.clone()
+                .oneshot(Request::post(path).body(Body::empty()).expect("request"))
+        };
+        let r = call("/big").await.expect("reply");
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            r.headers().get(header::CONNECTION).map(|v| v.as_bytes()),
+            Some(&b"close"[..])
+        );
+        let r = call("/ok").await.expect("reply");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert!(r.headers().get(header::CONNECTION).is_none());
     }
 }
