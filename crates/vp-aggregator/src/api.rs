@@ -38,6 +38,8 @@ pub struct AppState {
     pub classify_admission: Arc<Admission>,
     /// `--request-timeout-ms`; the effective timeout also covers the config's deadline.
     pub request_timeout_ms: u64,
+    /// `--expect-config-digest`: not ready until the config in force has this digest.
+    pub expect_config_digest: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -111,7 +113,20 @@ pub fn router(state: AppState, args: &Args) -> Router {
         .with_state(state)
 }
 
-fn ready_reply(snap: &Snapshot) -> Response {
+/// Ready when the config in force is the expected one (if one is expected) and at least `min_variants`
+/// variants are up.
+fn ready_reply(snap: &Snapshot, expect: Option<&str>) -> Response {
+    if let Some(want) = expect.filter(|want| *want != snap.digest) {
+        let msg = format!(
+            "serving config {}, expecting {want}; waiting for the mounted config to catch up",
+            snap.digest
+        );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "error": msg, "config_digest": snap.digest})),
+        )
+            .into_response();
+    }
     let up = snap.up_mask().count_ones() as usize;
     if up >= snap.config.min_variants {
         Json(json!({"ready": true, "available_variants": up})).into_response()
@@ -129,7 +144,7 @@ fn ready_reply(snap: &Snapshot) -> Response {
 }
 
 async fn ready(State(s): State<AppState>) -> Response {
-    ready_reply(&s.live.snapshot())
+    ready_reply(&s.live.snapshot(), s.expect_config_digest.as_deref())
 }
 
 fn check_model(snap: &Snapshot, path: &ModelPath) -> Result<(), ApiError> {
@@ -148,7 +163,7 @@ async fn model_ready(
 ) -> Result<Response, ApiError> {
     let snap = s.live.snapshot();
     check_model(&snap, &path)?;
-    Ok(ready_reply(&snap))
+    Ok(ready_reply(&snap, s.expect_config_digest.as_deref()))
 }
 
 async fn model_metadata(
@@ -186,6 +201,8 @@ async fn status(State(s): State<AppState>) -> Json<serde_json::Value> {
     let up = snap.up_mask();
     Json(json!({
         "model_name": snap.model_name,
+        "config_digest": snap.digest,
+        "expected_config_digest": s.expect_config_digest.as_deref(),
         "top_k": snap.config.top_k,
         "min_variants": snap.config.min_variants,
         "deadline_ms": snap.config.deadline_ms,
