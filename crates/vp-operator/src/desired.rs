@@ -15,8 +15,8 @@ pub mod aggregator;
 pub mod variant;
 
 pub use aggregator::{
-    AGGREGATOR_CONFIG_KEY, aggregator_config, aggregator_configmap, aggregator_deployment,
-    aggregator_service,
+    AGGREGATOR_CONFIG_KEY, CONFIG_DIGEST, aggregator_config, aggregator_configmap,
+    aggregator_deployment, aggregator_service, configmap_digest,
 };
 pub use variant::{
     FAILED_SINCE, FAILURE_REASON, FETCH_SCRIPT, Replacement, TEMPLATE_HASH, VariantTemplate,

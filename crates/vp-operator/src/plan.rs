@@ -4,9 +4,11 @@
 //! this out.
 //!
 //! The parts: [`variants`] (pods per variant: keep, replace, place), [`aggregator`] (its pods on failed
-//! nodes), [`status`] (summary, conditions and their events).
+//! nodes), [`served`] (which aggregator replicas serve which config), [`status`] (summary, conditions and
+//! their events).
 
 pub mod aggregator;
+pub mod served;
 pub mod status;
 pub mod variants;
 
@@ -94,6 +96,8 @@ pub struct Recovery {
 pub struct AggregatorObjects {
     /// Config file and manifest copy.
     pub configmap: ConfigMap,
+    /// The digest of the ConfigMap's config files (what a replica serving the current config reports).
+    pub digest: String,
     /// The Deployment.
     pub deployment: Deployment,
     /// Its Service.
@@ -136,6 +140,7 @@ pub fn plan(input: &Inputs<'_>) -> Plan {
         Err(why) => return status::invalid(input, &old, why),
     };
     let spec_names: BTreeSet<&str> = ens.spec.variants.iter().map(|v| v.name.as_str()).collect();
+    let digest = aggregator.digest.clone();
     let mut out = Plan {
         services,
         aggregator: Some(aggregator),
@@ -149,14 +154,15 @@ pub fn plan(input: &Inputs<'_>) -> Plan {
     };
     let nodes: BTreeMap<&str, &NodeInfo> =
         input.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
-    let aggregators_serving = aggregator::judge(input.aggregator_pods, &nodes, &mut out);
+    let aggregators = served::aggregators(input.aggregator_pods, &nodes, &digest);
+    aggregator::judge(input.aggregator_pods, &nodes, &mut out);
     let variants = variants::plan(input, valid.manifest, &nodes, &old, &mut out);
     status::summarise(
         input,
         valid.manifest,
         &old,
         &variants,
-        aggregators_serving,
+        aggregators,
         &mut out,
     );
     out
@@ -174,10 +180,13 @@ fn shared_objects<'a>(
         .iter()
         .map(|v| desired::variant_service(ens, &v.name))
         .collect::<Result<_, _>>()?;
+    let configmap = desired::aggregator_configmap(ens, valid.manifest, valid.manifest_text)?;
+    let digest = desired::configmap_digest(&configmap);
     let aggregator = AggregatorObjects {
-        configmap: desired::aggregator_configmap(ens, valid.manifest, valid.manifest_text)?,
-        deployment: desired::aggregator_deployment(ens, input.config)?,
+        deployment: desired::aggregator_deployment(ens, input.config, &digest)?,
         service: desired::aggregator_service(ens)?,
+        configmap,
+        digest,
     };
     Ok((valid, services, aggregator))
 }

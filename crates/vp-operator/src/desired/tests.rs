@@ -247,12 +247,35 @@ fn out_of_range_spec_values_are_refused_not_wrapped() {
 fn aggregator_objects() {
     let ens = fixtures::ensemble();
     let cm = aggregator_configmap(&ens, &fixtures::manifest(), fixtures::MANIFEST).expect("cm");
-    let data = cm.data.expect("data");
+    let data = cm.data.clone().expect("data");
     assert_eq!(data[MANIFEST_KEY], fixtures::MANIFEST);
     assert!(data.contains_key(AGGREGATOR_CONFIG_KEY));
-    let d = aggregator_deployment(&ens, &cfg()).expect("deployment");
+    let digest = configmap_digest(&cm);
+    assert_eq!(
+        digest,
+        vp_api::config_digest(
+            data[AGGREGATOR_CONFIG_KEY].as_bytes(),
+            fixtures::MANIFEST.as_bytes()
+        ),
+        "the digest the aggregator computes from the mounted files"
+    );
+    let d = aggregator_deployment(&ens, &cfg(), &digest).expect("deployment");
     let spec = d.spec;
     assert_eq!(spec.replicas, Some(2));
+    let template = spec.template.metadata.as_ref().expect("template metadata");
+    assert_eq!(
+        template.annotations.as_ref().expect("annotations")[CONFIG_DIGEST],
+        digest
+    );
+    let args = spec.template.spec.as_ref().expect("pod").containers[0]
+        .args
+        .clone()
+        .expect("args");
+    let flag = args
+        .iter()
+        .position(|a| a == "--expect-config-digest")
+        .expect("the aggregator is told which config to serve");
+    assert_eq!(args[flag + 1], digest);
     let pod = spec.template.spec.expect("pod spec");
     let spread = pod
         .affinity

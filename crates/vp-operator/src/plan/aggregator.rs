@@ -9,10 +9,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 
-/// Plans the deletions and returns how many aggregator pods serve: Ready, not terminating, on a healthy node (a
-/// pod on a silent node may still look Ready to the API server).
-pub fn judge(pods: &[Pod], nodes: &BTreeMap<&str, &NodeInfo>, out: &mut Plan) -> usize {
-    let mut serving = 0;
+/// Plans the deletions of aggregator pods on failed or vanished nodes (which replicas serve is
+/// [`super::served`]'s question).
+pub fn judge(pods: &[Pod], nodes: &BTreeMap<&str, &NodeInfo>, out: &mut Plan) {
     for pod in pods {
         let Some(on) = observe::pod_node(pod) else {
             continue;
@@ -23,9 +22,6 @@ pub fn judge(pods: &[Pod], nodes: &BTreeMap<&str, &NodeInfo>, out: &mut Plan) ->
             None => Some(FailureReason::Gone),
         };
         let Some(r) = failure else {
-            if pod.metadata.deletion_timestamp.is_none() && observe::pod_ready(pod) {
-                serving += 1;
-            }
             continue;
         };
         let why = format!("{on}: {r}");
@@ -46,5 +42,4 @@ pub fn judge(pods: &[Pod], nodes: &BTreeMap<&str, &NodeInfo>, out: &mut Plan) ->
             why,
         });
     }
-    serving
 }
