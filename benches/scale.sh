@@ -70,7 +70,7 @@ spec:
   model: {manifest: {configMap: manifest}, classes: 10}
   topK: 3
   aggregator: {replicas: 1}
-  variants: [{name: v0, source: {hostPath: /m/v0.onnx}}, {name: v1, source: {hostPath: /m/v1.onnx}}, {name: v2, source: {hostPath: /m/v2.onnx}}, {name: v3, source: {hostPath: /m/v3.onnx}}, {name: v4, source: {hostPath: /m/v4.onnx}}]
+  variants: [{name: v0, source: {hostPath: /var/lib/vp/v0.onnx}}, {name: v1, source: {hostPath: /var/lib/vp/v1.onnx}}, {name: v2, source: {hostPath: /var/lib/vp/v2.onnx}}, {name: v3, source: {hostPath: /var/lib/vp/v3.onnx}}, {name: v4, source: {hostPath: /var/lib/vp/v4.onnx}}]
 YAML
 done >"$work/ensembles.yaml"
 # whole: ensembles Ready at their generation with every variant serving; on_dead: variant or aggregator pods

@@ -36,5 +36,10 @@ if [ -d docker ]; then
   dylib=$(sed -n 's/^ENV ORT_DYLIB_PATH=//p' "$df")
   grep -q "^COPY --from=ort /ort/libonnxruntime.so $dylib\$" "$df" \
     || fail "$df sets ORT_DYLIB_PATH=$dylib but does not copy the library there"
-  say "Dockerfiles: COPY sources exist; their binaries are workspace bins; the variant image's ONNX Runtime is $ort_image like the tests', from the wheel path the tests' copy has, at ORT_DYLIB_PATH"
+  # The wheel is pinned by digest: one sha256 per platform, and pip told to refuse anything else.
+  for a in AMD64 ARM64; do
+    grep -Eq "^ARG ORT_WHEEL_SHA256_$a=[0-9a-f]{64}\$" "$df" || fail "$df lacks ARG ORT_WHEEL_SHA256_$a=<64 hex digits>"
+  done
+  grep -q -- '--require-hashes' "$df" || fail "$df downloads the ONNX Runtime wheel without --require-hashes"
+  say "Dockerfiles: COPY sources exist; their binaries are workspace bins; the variant image's ONNX Runtime is $ort_image like the tests', from the wheel path the tests' copy has, at ORT_DYLIB_PATH; the wheel is pinned by sha256"
 fi

@@ -1,5 +1,6 @@
-//! HTTP API of the aggregator: OIP v2 infer for the whole ensemble (JSON and the binary tensor extension, with
-//! or without a model version in the path), `/v1/classify` for image files, health, status and metrics.
+//! API of the aggregator: OIP v2 infer for the whole ensemble (JSON and the binary tensor extension, with or
+//! without a model version in the path), `/v1/classify` for image files, health, status and metrics over HTTP;
+//! the same ensemble's side of the OIP gRPC service ([`Grpc`]).
 
 use crate::Args;
 use crate::fanout::{FanOut, fan_out};
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use tower_http::trace::TraceLayer;
 use vp_core::oip::{InferResponse, ResponseTensor, TensorData};
 use vp_core::reply::{ReplyPlan, encode};
-use vp_core::{Combined, ImageBatch, decode_infer, k_from_request, validate_k};
+use vp_core::{Combined, DecodedRequest, ImageBatch, decode_infer, k_from_request, validate_k};
 use vp_server::{Admission, ApiError, MemoryBudget, ModelPath, body_error, error_reply};
 
 /// The outputs of the aggregator's infer reply.
@@ -113,33 +114,35 @@ pub fn router(state: AppState, args: &Args) -> Router {
         .with_state(state)
 }
 
-/// Ready when the config in force is the expected one (if one is expected) and at least `min_variants`
-/// variants are up.
-fn ready_reply(snap: &Snapshot, expect: Option<&str>) -> Response {
+/// Why this replica is not ready (None: ready): the config in force is not the expected one (when one is
+/// expected), or fewer than `min_variants` variants are up. HTTP and gRPC readiness both ask this.
+fn unready_reason(snap: &Snapshot, expect: Option<&str>) -> Option<String> {
     if let Some(want) = expect.filter(|want| *want != snap.digest) {
-        let msg = format!(
+        return Some(format!(
             "serving config {}, expecting {want}; waiting for the mounted config to catch up",
             snap.digest
-        );
-        return (
+        ));
+    }
+    let up = snap.up_mask().count_ones() as usize;
+    (up < snap.config.min_variants).then(|| {
+        format!(
+            "{up} variants up, fewer than min_variants = {}",
+            snap.config.min_variants
+        )
+    })
+}
+
+fn ready_reply(snap: &Snapshot, expect: Option<&str>) -> Response {
+    match unready_reason(snap, expect) {
+        None => {
+            let up = snap.up_mask().count_ones();
+            Json(json!({"ready": true, "available_variants": up})).into_response()
+        }
+        Some(msg) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"ready": false, "error": msg, "config_digest": snap.digest})),
         )
-            .into_response();
-    }
-    let up = snap.up_mask().count_ones() as usize;
-    if up >= snap.config.min_variants {
-        Json(json!({"ready": true, "available_variants": up})).into_response()
-    } else {
-        let msg = format!(
-            "{up} variants up, fewer than min_variants = {}",
-            snap.config.min_variants
-        );
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "error": msg})),
-        )
-            .into_response()
+            .into_response(),
     }
 }
 
@@ -172,9 +175,14 @@ async fn model_metadata(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let snap = s.live.snapshot();
     check_model(&snap, &path)?;
+    Ok(Json(metadata(&snap)))
+}
+
+/// The ensemble's metadata (`GET /v2/models/{name}`; gRPC ModelMetadata carries all but the parameters).
+fn metadata(snap: &Snapshot) -> serde_json::Value {
     let [c, h, w] = snap.spec.chw;
     let classes = snap.manifest.classes();
-    Ok(Json(json!({
+    json!({
         "name": snap.model_name,
         "versions": vp_server::oip_http::VERSIONS,
         "platform": "vp-ensemble",
@@ -193,7 +201,7 @@ async fn model_metadata(
             "deadline_ms": snap.config.deadline_ms,
             "combine": snap.config.combine,
         }
-    })))
+    })
 }
 
 async fn status(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -323,11 +331,30 @@ async fn infer_inner(
     .await?
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let plan = ReplyPlan::new(&req, &OUTPUTS).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (resp, degraded) = ensemble_reply(s, &snap, req).await?;
+    let reply = encode(&resp, &plan).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reply encoding: {e}"),
+        )
+    })?;
+    Ok((
+        vp_server::infer_reply(reply.body, reply.header_len),
+        degraded,
+    ))
+}
+
+/// The ensemble's answer to a decoded request (both protocols), and whether it is degraded.
+async fn ensemble_reply(
+    s: &AppState,
+    snap: &Snapshot,
+    req: DecodedRequest,
+) -> Result<(InferResponse, bool), ApiError> {
     let classes = snap.manifest.classes();
     let k = k_from_request(req.k.as_ref(), classes, snap.config.top_k)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let batch = req.batch;
-    let a = answer(s, &snap, &batch, k).await?;
+    let a = answer(s, snap, &batch, k).await?;
     let class: Vec<i64> = a.combined.iter().map(|c| c.class as i64).collect();
     let scores: Vec<f32> = a
         .combined
@@ -358,16 +385,62 @@ async fn infer_inner(
             },
         ],
     };
-    let reply = encode(&resp, &plan).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("reply encoding: {e}"),
+    Ok((resp, a.degraded))
+}
+
+/// The aggregator's side of the OIP gRPC service: the same ensemble, readiness, admission (the OIP infer
+/// route's), timeout and metrics (endpoint label `grpc_infer`) as HTTP.
+pub struct Grpc(pub AppState);
+
+impl vp_server::grpc::OipBackend for Grpc {
+    fn server_name(&self) -> &'static str {
+        "vp-aggregator"
+    }
+    fn ready(&self) -> bool {
+        let expect = self.0.expect_config_digest.as_deref();
+        unready_reason(&self.0.live.snapshot(), expect).is_none()
+    }
+    fn check_model(&self, path: &ModelPath) -> Result<(), ApiError> {
+        check_model(&self.0.live.snapshot(), path)
+    }
+    fn metadata(&self) -> serde_json::Value {
+        metadata(&self.0.live.snapshot())
+    }
+    fn spec(&self) -> vp_core::InputSpec {
+        self.0.live.snapshot().spec.clone()
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &OUTPUTS
+    }
+    fn admission(&self) -> &Arc<Admission> {
+        &self.0.infer_admission
+    }
+    fn request_timeout(&self) -> Duration {
+        request_timeout(
+            self.0.request_timeout_ms,
+            self.0.live.snapshot().config.deadline_ms,
         )
-    })?;
-    Ok((
-        vp_server::infer_reply(reply.body, reply.header_len),
-        a.degraded,
-    ))
+    }
+    async fn infer(
+        &self,
+        path: ModelPath,
+        req: Result<DecodedRequest, ApiError>,
+    ) -> Result<InferResponse, ApiError> {
+        let started = Instant::now();
+        let snap = self.0.live.snapshot();
+        let result = async {
+            check_model(&snap, &path)?;
+            ensemble_reply(&self.0, &snap, req?).await
+        }
+        .await;
+        record(
+            &self.0,
+            "grpc_infer",
+            started,
+            &result.as_ref().map(|(_, d)| *d).map_err(|e| e.status),
+        );
+        result.map(|(r, _)| r)
+    }
 }
 
 /// `?k=` on /v1/classify.

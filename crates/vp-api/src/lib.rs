@@ -18,8 +18,8 @@ pub use manifest::{EnsembleManifest, ManifestError};
 pub use spec::{
     AggregatorSpec, CombineRule, ConfigMapModelSource, DEFAULT_NODE_GRACE, FailoverSpec,
     ImagesSpec, ManifestSource, ModelSpec, PlacementSpec, PlacementStrategy, PvcModelSource,
-    ServiceSpec, ServiceType, UrlModelSource, VariantEnsemble, VariantEnsembleSpec, VariantSource,
-    VariantSourceKind, VariantSpec,
+    ServiceSpec, ServiceType, UrlModelSource, VARIANT_REQUEST_TIMEOUT_MS, VariantEnsemble,
+    VariantEnsembleSpec, VariantSource, VariantSourceKind, VariantSpec,
 };
 pub use status::{ConditionType, VariantEnsembleStatus, VariantStatus};
 

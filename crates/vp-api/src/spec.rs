@@ -15,6 +15,10 @@ use std::collections::BTreeMap;
 pub const MAX_VARIANT_NAME: usize = 40;
 /// Most variants in one ensemble (the manifest's subset table has 2^n - 1 rows).
 pub const MAX_VARIANTS: usize = 16;
+/// How long a variant server works on one request before it answers 408 (the operator passes it as the
+/// variants' `--request-timeout-ms`). A deadline longer than this could never be waited for, so the CRD refuses
+/// one.
+pub const VARIANT_REQUEST_TIMEOUT_MS: i32 = 10_000;
 
 /// A family of model variants served as one classifier: each variant runs on its own node and the aggregator
 /// combines the top-k replies of whichever variants are alive, so losing a node lowers accuracy a little instead
@@ -266,17 +270,26 @@ pub enum CombineRule {
 }
 
 /// The aggregator that fans requests out to the variants and combines their replies.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.deadlineMs <= 10000").message("aggregator.deadlineMs must be at most 10000: the variant servers end a request after 10 s (their request timeout), so a longer deadline could never be waited for").reason(Reason::FieldValueInvalid).field_path(".deadlineMs"))]
+#[x_kube(validation = Rule::new("!has(self.requestTimeoutMs) || self.requestTimeoutMs > self.deadlineMs").message("aggregator.requestTimeoutMs must be larger than aggregator.deadlineMs: a request must be allowed to wait for the deadline and then answer").reason(Reason::FieldValueInvalid).field_path(".requestTimeoutMs"))]
 #[serde(rename_all = "camelCase")]
 pub struct AggregatorSpec {
     /// Number of aggregator pods (stateless; any can answer).
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 100))]
     pub replicas: i32,
-    /// How long the aggregator waits for variant replies before answering with those it has, in milliseconds.
+    /// How long the aggregator waits for variant replies before answering with those it has, in milliseconds;
+    /// at most 10000 (the variant servers' request timeout).
     #[serde(default = "default_deadline_ms")]
-    #[schemars(range(min = 1, max = 60000))]
+    #[schemars(range(min = 1))]
     pub deadline_ms: i32,
+    /// How long the aggregator works on one request in all (reading the body, waiting for the deadline,
+    /// answering) before it answers 408, in milliseconds; must be larger than deadlineMs. Empty: deadlineMs plus
+    /// 1000, and at least 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 600000))]
+    pub request_timeout_ms: Option<i32>,
     /// Fewest replies needed to answer; with fewer the aggregator answers 503.
     #[serde(default = "default_min_variants")]
     #[schemars(range(min = 1, max = 16))]
@@ -294,6 +307,7 @@ impl Default for AggregatorSpec {
         Self {
             replicas: default_replicas(),
             deadline_ms: default_deadline_ms(),
+            request_timeout_ms: None,
             min_variants: default_min_variants(),
             service: ServiceSpec::default(),
             resources: None,
@@ -473,6 +487,9 @@ mod tests {
             "topK must be at most",
             "exactly one of configMap",
             "DNS-1035",
+            "aggregator.requestTimeoutMs must be larger than aggregator.deadlineMs",
+            &format!("self.deadlineMs <= {VARIANT_REQUEST_TIMEOUT_MS}"),
+            &format!("aggregator.deadlineMs must be at most {VARIANT_REQUEST_TIMEOUT_MS}"),
         ] {
             assert!(text.contains(rule), "CRD lacks rule {rule:?}");
         }

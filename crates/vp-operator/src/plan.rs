@@ -19,6 +19,8 @@ use crate::reconcile::validate::Valid;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use vp_api::{VariantEnsemble, VariantEnsembleStatus};
@@ -102,6 +104,10 @@ pub struct AggregatorObjects {
     pub deployment: Deployment,
     /// Its Service.
     pub service: Service,
+    /// The ensemble's NetworkPolicies (empty when the operator makes none).
+    pub network_policies: Vec<NetworkPolicy>,
+    /// The aggregator's PodDisruptionBudget (with more than one replica).
+    pub disruption_budget: Option<PodDisruptionBudget>,
 }
 
 /// What to do.
@@ -125,6 +131,8 @@ pub struct Plan {
     pub reschedules: Vec<Reschedule>,
     /// Replacement pods that became ready.
     pub recovered: Vec<Recovery>,
+    /// Why an aggregator pod on a failed node was left where it is (for the status).
+    pub aggregator_held: Option<String>,
 }
 
 /// Decides. Never fails: problems end up in the status and events.
@@ -155,7 +163,7 @@ pub fn plan(input: &Inputs<'_>) -> Plan {
     let nodes: BTreeMap<&str, &NodeInfo> =
         input.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     let aggregators = served::aggregators(input.aggregator_pods, &nodes, &digest);
-    aggregator::judge(input.aggregator_pods, &nodes, &mut out);
+    aggregator::judge(input, &nodes, &mut out);
     let variants = variants::plan(input, valid.manifest, &nodes, &old, &mut out);
     status::summarise(
         input,
@@ -182,8 +190,16 @@ fn shared_objects<'a>(
         .collect::<Result<_, _>>()?;
     let configmap = desired::aggregator_configmap(ens, valid.manifest, valid.manifest_text)?;
     let digest = desired::configmap_digest(&configmap);
+    let deployment = desired::aggregator_deployment(ens, input.config, &digest)?;
     let aggregator = AggregatorObjects {
-        deployment: desired::aggregator_deployment(ens, input.config, &digest)?,
+        network_policies: desired::ensemble_network_policies(
+            ens,
+            valid.manifest,
+            input.config,
+            &deployment,
+        )?,
+        disruption_budget: desired::aggregator_disruption_budget(ens)?,
+        deployment,
         service: desired::aggregator_service(ens)?,
         configmap,
         digest,

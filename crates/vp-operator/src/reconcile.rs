@@ -48,6 +48,8 @@ pub struct Context {
     pub pods: Store<Pod>,
     /// What was applied lately (skips applies that would change nothing; expires at the resync period).
     pub applied: Applied,
+    /// Every write passes it (closed when leadership is lost).
+    pub gate: crate::gate::Gate,
 }
 
 /// Reconciles one ensemble: gather, validate, plan, apply, update status.
@@ -73,7 +75,7 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
     let now = Timestamp::now();
     let mut plan = plan::plan(&Inputs {
         ensemble: &ens,
-        valid: validate::validate(&ens, manifest),
+        valid: validate::validate(&ens, manifest, &ctx.config.host_path_prefixes),
         nodes: &seen.nodes,
         pods: &seen.pods,
         services: &seen.services,

@@ -21,6 +21,8 @@ use tokio::task::JoinHandle;
 use vp_api::{ConditionType, VariantEnsemble};
 use vp_operator::config::OperatorConfig;
 use vp_operator::controller::{self, Scope};
+use vp_operator::failover;
+use vp_operator::gate::Gate;
 use vp_operator::metrics::Metrics;
 use vp_testenv::wait::{Poll, until};
 use vp_testenv::{ControlPlane, NodeSpec, TestNamespace, unique_name};
@@ -112,15 +114,22 @@ struct Operator {
 
 impl Operator {
     fn start(ns: &TestNamespace) -> Self {
+        Self::start_with(ns, ns.client().clone())
+    }
+
+    /// An operator whose API calls go through `client` (e.g. through a [`vp_testenv::Proxy`]).
+    fn start_with(ns: &TestNamespace, client: kube::Client) -> Self {
         let metrics = Metrics::new().expect("metrics");
         let (tx, rx) = oneshot::channel();
         let scope = Scope {
             identity: format!("test-{}", ns.name()),
             namespace: Some(ns.name().to_string()),
             concurrency: 16,
+            failover: failover::Settings::default(),
+            gate: Gate::open(),
         };
         let task = tokio::spawn(controller::run(
-            ns.client().clone(),
+            client,
             OperatorConfig::default(),
             metrics.clone(),
             scope,
@@ -443,7 +452,17 @@ async fn lifecycle_create_update_delete() -> Result<(), Fail> {
 async fn invalid_specs_are_rejected_by_the_api_server() -> Result<(), Fail> {
     let (_cp, ns) = setup("ve-invalid").await;
     let api = ns.api::<VariantEnsemble>();
-    let cases: [(&str, Breaker); 4] = [
+    let cases: [(&str, Breaker); 6] = [
+        (
+            "aggregator.deadlineMs must be at most 10000: the variant servers end a request after 10 s",
+            Box::new(|v| v["spec"]["aggregator"] = json!({"deadlineMs": 20000})),
+        ),
+        (
+            "aggregator.requestTimeoutMs must be larger than aggregator.deadlineMs",
+            Box::new(|v| {
+                v["spec"]["aggregator"] = json!({"deadlineMs": 2000, "requestTimeoutMs": 1500})
+            }),
+        ),
         (
             "topK must be at most model.classes / 2",
             Box::new(|v| v["spec"]["topK"] = json!(6)),
@@ -471,6 +490,171 @@ async fn invalid_specs_are_rejected_by_the_api_server() -> Result<(), Fail> {
             .expect_err(want);
         assert!(err.to_string().contains(want), "{err} should say {want:?}");
     }
+    Ok(())
+}
+
+/// Variant pods (configMap, URL and PVC sources) and aggregator pods are admitted in a namespace that enforces
+/// the `restricted` Pod Security level; a hostPath source is refused by the operator (outside its allowed
+/// folders: InvalidSpec) and would be refused by the API server (shown with a bare pod, so the test also proves
+/// the PodSecurity admission plugin is on).
+#[tokio::test(flavor = "multi_thread")]
+async fn restricted_namespace_admits_configmap_url_and_pvc_pods() -> Result<(), Fail> {
+    let (cp, ns) = setup("ve-restricted").await;
+    add_nodes(cp, &ns, &["2", "2", "2"]).await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ns.client().clone());
+    namespaces
+        .patch(
+            ns.name(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            }}})),
+        )
+        .await?;
+
+    // The API server refuses a hostPath pod here: the plugin is on.
+    let bare: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "host-path-probe"},
+        "spec": {
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "image": "x", "securityContext": {
+                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}],
+            "volumes": [{"name": "m", "hostPath": {"path": "/var/lib/vp/v0.onnx"}}],
+        }
+    }))?;
+    let refused = ns
+        .api::<Pod>()
+        .create(&PostParams::default(), &bare)
+        .await
+        .expect_err("a hostPath pod violates restricted");
+    assert!(
+        refused
+            .to_string()
+            .contains("violates PodSecurity \"restricted:latest\"")
+            && refused.to_string().contains("hostPath"),
+        "{refused}"
+    );
+
+    let op = Operator::start(&ns);
+    let mut ens = ensemble(&ns, &["v0", "v1", "v2"], 20);
+    ens.spec.variants[0].source =
+        serde_json::from_value(json!({"configMap": {"name": "fmnist-models", "key": "v0.onnx"}}))?;
+    ens.spec.variants[1].source = serde_json::from_value(json!({"url": {
+        "url": "http://127.0.0.1:9/v1.onnx",
+        "sha256": "1111111111111111111111111111111111111111111111111111111111111111"}}))?;
+    ens.spec.variants[2].source = serde_json::from_value(
+        json!({"persistentVolumeClaim": {"claimName": "models", "path": "fmnist/v2.onnx"}}),
+    )?;
+    ens.spec.aggregator.replicas = 2;
+    ns.api::<VariantEnsemble>()
+        .create(&PostParams::default(), &ens)
+        .await?;
+    let pods = ns.api::<Pod>();
+    let admitted = until("variant and aggregator pods admitted", WAIT, || async {
+        let all = pods
+            .list(&ListParams::default().labels("vp.dev/ensemble=fm"))
+            .await
+            .map_err(kerr("list pods"))?
+            .items;
+        let variants = variant_pods(&all);
+        let aggregators = all
+            .iter()
+            .filter(|p| {
+                p.labels()
+                    .get("app.kubernetes.io/component")
+                    .map(String::as_str)
+                    == Some("aggregator")
+            })
+            .count();
+        Ok(if variants.len() == 3 && aggregators == 2 {
+            Poll::Ready(variants)
+        } else {
+            Poll::Pending(format!(
+                "{} variant, {aggregators} aggregator pods",
+                variants.len()
+            ))
+        })
+    })
+    .await?;
+    assert_eq!(
+        admitted.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["v0", "v1", "v2"]
+    );
+    assert_eq!(
+        op.metrics.errors.with_label_values(&["kube"]).get(),
+        0,
+        "no pod creation was refused"
+    );
+    // With two aggregators the operator keeps one through drains, and NetworkPolicies guard the variants.
+    let pdb = ns
+        .api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>()
+        .get("fm-aggregator")
+        .await?;
+    assert_eq!(
+        pdb.spec.and_then(|s| s.min_available),
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    let policies: Vec<String> = ns
+        .api::<k8s_openapi::api::networking::v1::NetworkPolicy>()
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(policies, ["fm-aggregator", "fm-variants"]);
+
+    // One replica: the budget goes (it would block every drain of that node).
+    ns.api::<VariantEnsemble>()
+        .patch(
+            "fm",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"aggregator": {"replicas": 1}}})),
+        )
+        .await?;
+    let budgets = ns.api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>();
+    until("budget removed", WAIT, || async {
+        Ok(
+            match budgets
+                .get_opt("fm-aggregator")
+                .await
+                .map_err(kerr("get pdb"))?
+            {
+                None => Poll::Ready(()),
+                Some(_) => Poll::Pending("still there".into()),
+            },
+        )
+    })
+    .await?;
+
+    // A hostPath outside the operator's allowed folders: InvalidSpec, saying which folders are allowed.
+    ns.api::<VariantEnsemble>()
+        .patch(
+            "fm",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"variants": [
+                {"name": "v0", "source": {"hostPath": "/etc/shadow"}},
+            ]}})),
+        )
+        .await?;
+    let e = wait_status(&ns, "InvalidSpec for a hostPath outside /var/lib/vp", |e| {
+        e.status
+            .as_ref()
+            .and_then(|s| s.condition(ConditionType::Ready))
+            .is_some_and(|c| c.reason == "InvalidSpec")
+    })
+    .await?;
+    let why = e
+        .status
+        .and_then(|s| s.condition(ConditionType::Ready).cloned())
+        .map(|c| c.message)
+        .unwrap_or_default();
+    assert!(
+        why.contains("variant v0: hostPath /etc/shadow is not under a folder this operator allows (/var/lib/vp"),
+        "{why}"
+    );
+    op.stop().await;
     Ok(())
 }
 
@@ -720,6 +904,8 @@ async fn runs_with_only_the_documented_rbac() -> Result<(), Fail> {
         identity: "rbac-test".into(),
         namespace: Some(ns.name().to_string()),
         concurrency: 16,
+        failover: failover::Settings::default(),
+        gate: Gate::open(),
     };
     let task = tokio::spawn(controller::run(
         client,
@@ -731,10 +917,19 @@ async fn runs_with_only_the_documented_rbac() -> Result<(), Fail> {
             let _ = rx.await;
         },
     ));
+    // Two aggregators: the operator also writes a PodDisruptionBudget and NetworkPolicies under these rules.
+    let mut ens = ensemble(&ns, &["v0", "v1"], 20);
+    ens.spec.aggregator.replicas = 2;
     ns.api::<VariantEnsemble>()
-        .create(&PostParams::default(), &ensemble(&ns, &["v0", "v1"], 20))
+        .create(&PostParams::default(), &ens)
         .await?;
     wait_status(&ns, "ensemble Ready under the operator's own RBAC", ready).await?;
+    ns.api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>()
+        .get("fm-aggregator")
+        .await?;
+    ns.api::<k8s_openapi::api::networking::v1::NetworkPolicy>()
+        .get("fm-variants")
+        .await?;
     assert_eq!(
         metrics.errors.with_label_values(&["kube"]).get(),
         0,
@@ -749,10 +944,17 @@ async fn runs_with_only_the_documented_rbac() -> Result<(), Fail> {
 struct OperatorProcess {
     child: std::process::Child,
     port: u16,
+    log: std::path::PathBuf,
 }
 
 impl OperatorProcess {
     fn start(cp: &ControlPlane, ns: &TestNamespace, identity: &str) -> Self {
+        Self::start_with(cp.kubeconfig(), ns, identity)
+    }
+
+    /// A process whose API calls use `kubeconfig` (e.g. one pointing at a [`vp_testenv::Proxy`]); every write it
+    /// lets through its write gate is logged (the audit).
+    fn start_with(kubeconfig: &std::path::Path, ns: &TestNamespace, identity: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -761,7 +963,8 @@ impl OperatorProcess {
         let out = std::fs::File::create(&log).expect("operator log");
         let err = out.try_clone().expect("operator log");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_vp-operator"))
-            .env("KUBECONFIG", cp.kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,vp_operator::write=debug")
             .env_remove("VP_WATCH_NAMESPACE")
             .env_remove("POD_NAMESPACE")
             .args(["--listen", &format!("127.0.0.1:{port}"), "--leader-elect"])
@@ -771,7 +974,7 @@ impl OperatorProcess {
             .stderr(err)
             .spawn()
             .expect("start vp-operator");
-        Self { child, port }
+        Self { child, port, log }
     }
 
     /// The `vp_operator_leader` gauge from /metrics (None while it does not answer).
@@ -788,6 +991,11 @@ impl OperatorProcess {
         text.lines()
             .find_map(|l| l.strip_prefix("vp_operator_leader "))
             .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Whether the process has exited.
+    fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// Sends a signal and waits for the process to exit.
@@ -908,3 +1116,8 @@ async fn leader_election_hands_over_on_shutdown_and_on_crash() -> Result<(), Fai
     drop(a);
     Ok(())
 }
+
+#[path = "cluster/disruption.rs"]
+mod disruption;
+#[path = "cluster/leader.rs"]
+mod leader;

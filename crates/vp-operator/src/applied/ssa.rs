@@ -88,6 +88,8 @@ pub fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
         "ConfigMap" => "ConfigMap",
         "Deployment" => "Deployment",
         "Pod" => "Pod",
+        "NetworkPolicy" => "NetworkPolicy",
+        "PodDisruptionBudget" => "PodDisruptionBudget",
         _ => "Other",
     }
 }

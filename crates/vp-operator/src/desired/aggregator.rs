@@ -8,6 +8,7 @@
 use super::{
     BuildError, MANIFEST_KEY, aggregator_name, http_probe, http_service_port, non_empty,
     non_empty_map, object_meta, pod_security, server_container, variant_service_name,
+    with_memory_budget,
 };
 use crate::config::{HTTP_PORT, OperatorConfig};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
@@ -131,15 +132,26 @@ pub fn aggregator_deployment(
     let name = ens.name_any();
     let spec = &ens.spec;
     let selector = labels::selector_labels(&name, COMPONENT_AGGREGATOR, None);
+    let resources = spec
+        .aggregator
+        .resources
+        .as_ref()
+        .unwrap_or(&cfg.aggregator_resources);
+    let config_path = format!("{CONFIG_DIR}/{AGGREGATOR_CONFIG_KEY}");
+    let timeout = spec.aggregator.request_timeout_ms.map(|t| t.to_string());
+    let mut args = vec![
+        "--config",
+        config_path.as_str(),
+        "--expect-config-digest",
+        digest,
+    ];
+    if let Some(t) = &timeout {
+        args.extend(["--request-timeout-ms", t.as_str()]);
+    }
     let container = Container {
         readiness_probe: http_probe("/v2/health/ready", 2, None, None),
         liveness_probe: http_probe("/v2/health/live", 10, None, None),
-        resources: Some(
-            spec.aggregator
-                .resources
-                .clone()
-                .unwrap_or_else(|| cfg.aggregator_resources.clone()),
-        ),
+        resources: Some(resources.clone()),
         volume_mounts: Some(vec![VolumeMount {
             name: "config".into(),
             mount_path: CONFIG_DIR.into(),
@@ -153,12 +165,7 @@ pub fn aggregator_deployment(
                 .clone()
                 .unwrap_or_else(|| cfg.aggregator_image.clone()),
             spec.images.pull_policy.clone(),
-            &[
-                "--config",
-                &format!("{CONFIG_DIR}/{AGGREGATOR_CONFIG_KEY}"),
-                "--expect-config-digest",
-                digest,
-            ],
+            with_memory_budget(&args, resources),
         )
     };
     let pod_spec = PodSpec {

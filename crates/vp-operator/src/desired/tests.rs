@@ -2,6 +2,7 @@ use super::*;
 use crate::config::OperatorConfig;
 use crate::fixtures;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use vp_api::EnsembleManifest;
 
 fn cfg() -> OperatorConfig {
@@ -58,8 +59,14 @@ fn variant_pod_is_pinned_labelled_owned_and_hardened() {
             "/vp/ensemble.yaml",
             "--variant",
             "v0",
+            "--request-timeout-ms",
+            "10000",
+            "--memory-budget-mib",
+            "192",
             "--listen",
             "0.0.0.0:8080",
+            "--grpc-listen",
+            "0.0.0.0:8081",
             "--log-format",
             "json"
         ]
@@ -107,11 +114,26 @@ fn each_model_source_becomes_the_right_volume() {
             .flatten()
             .any(|a| a.contains("models.example"))
     );
+    assert!(env.contains(&("MAX_SECONDS", "300")), "{env:?}");
+    let bytes = fixtures::manifest()
+        .variant("v1")
+        .expect("v1 in manifest")
+        .bytes;
     assert!(
-        s1.volumes
-            .iter()
-            .flatten()
-            .any(|v| v.name == "model" && v.empty_dir.is_some())
+        env.contains(&("MAX_BYTES", bytes.to_string().as_str())),
+        "{env:?}"
+    );
+    let empty_dir = s1
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "model")
+        .and_then(|v| v.empty_dir.clone())
+        .expect("emptyDir model volume");
+    assert_eq!(
+        empty_dir.size_limit.map(|q| q.0),
+        Some((bytes + (1 << 20)).to_string()),
+        "the emptyDir holds the model and no more"
     );
     // v2: hostPath file.
     let p2 = pod_for(2);
@@ -320,6 +342,171 @@ fn aggregator_objects() {
 }
 
 #[test]
+fn memory_budget_is_three_quarters_of_the_limit() {
+    let res = |limit: Option<&str>| ResourceRequirements {
+        limits: limit.map(|l| BTreeMap::from([("memory".to_string(), Quantity(l.into()))])),
+        ..ResourceRequirements::default()
+    };
+    assert_eq!(memory_budget_mib(&res(Some("256Mi"))), Some(192));
+    assert_eq!(memory_budget_mib(&res(Some("1Gi"))), Some(768));
+    assert_eq!(memory_budget_mib(&res(Some("200M"))), Some(142));
+    assert_eq!(
+        memory_budget_mib(&res(None)),
+        None,
+        "no limit: the server's default"
+    );
+    assert_eq!(memory_budget_mib(&res(Some("lots"))), None);
+    // The aggregator gets its own: 75 % of its 128Mi default limit, and the spec's request timeout.
+    let mut ens = fixtures::ensemble();
+    ens.spec.aggregator.request_timeout_ms = Some(5000);
+    let d = aggregator_deployment(&ens, &cfg(), "d1").expect("deployment");
+    let args = d.spec.template.spec.expect("pod").containers[0]
+        .args
+        .clone()
+        .expect("args");
+    assert_eq!(
+        args,
+        [
+            "--config",
+            "/etc/vp/aggregator.yaml",
+            "--expect-config-digest",
+            "d1",
+            "--request-timeout-ms",
+            "5000",
+            "--memory-budget-mib",
+            "96",
+            "--listen",
+            "0.0.0.0:8080",
+            "--grpc-listen",
+            "0.0.0.0:8081",
+            "--log-format",
+            "json"
+        ]
+    );
+    // A variant's own resources win over the default.
+    let mut ens = fixtures::ensemble();
+    ens.spec.variants[0].resources = Some(res(Some("512Mi")));
+    let args = template_of(&ens, 0).spec.containers[0]
+        .args
+        .clone()
+        .expect("args");
+    assert!(
+        args.windows(2).any(|w| w == ["--memory-budget-mib", "384"]),
+        "{args:?}"
+    );
+}
+
+#[test]
+fn network_policies_guard_the_variants_and_open_the_aggregator() {
+    let ens = fixtures::ensemble();
+    let d = aggregator_deployment(&ens, &cfg(), "d1").expect("deployment");
+    let nps = ensemble_network_policies(&ens, &fixtures::manifest(), &cfg(), &d).expect("policies");
+    let names: Vec<_> = nps.iter().map(|p| p.name_any()).collect();
+    assert_eq!(names, ["fm-variants", "fm-aggregator"]);
+    let v = nps[0].spec.as_ref().expect("spec");
+    assert_eq!(
+        v.pod_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.as_ref())
+            .map(|l| l["app.kubernetes.io/component"].as_str()),
+        Some("variant")
+    );
+    let rule = &v.ingress.as_ref().expect("ingress")[0];
+    let from = rule
+        .from
+        .as_ref()
+        .expect("variants take traffic only from listed peers");
+    assert_eq!(
+        from[0]
+            .pod_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.as_ref())
+            .map(|l| (
+                l["vp.dev/ensemble"].as_str(),
+                l["app.kubernetes.io/component"].as_str()
+            )),
+        Some(("fm", "aggregator"))
+    );
+    assert!(
+        from[0].namespace_selector.is_none(),
+        "the aggregator of this namespace only"
+    );
+    assert_eq!(
+        from[1]
+            .namespace_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.as_ref())
+            .map(|l| l["kubernetes.io/metadata.name"].as_str()),
+        Some("monitoring")
+    );
+    let ports: Vec<_> = rule
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| p.port.clone())
+        .collect();
+    assert_eq!(
+        ports,
+        [Some(IntOrString::Int(8080)), Some(IntOrString::Int(8081))],
+        "HTTP and gRPC"
+    );
+    let a = nps[1].spec.as_ref().expect("spec");
+    let arule = &a.ingress.as_ref().expect("ingress")[0];
+    assert!(arule.from.is_none(), "anyone may call the aggregator");
+    assert_eq!(arule.ports.as_ref().map(Vec::len), Some(2));
+    assert_eq!(
+        a.policy_types.as_deref(),
+        Some(&["Ingress".to_string()][..])
+    );
+    // Switched off, or without monitoring.
+    let off = OperatorConfig {
+        network_policies: false,
+        ..cfg()
+    };
+    assert!(
+        ensemble_network_policies(&ens, &fixtures::manifest(), &off, &d)
+            .expect("none")
+            .is_empty()
+    );
+    let quiet = OperatorConfig {
+        monitoring_namespace: None,
+        ..cfg()
+    };
+    let nps = ensemble_network_policies(&ens, &fixtures::manifest(), &quiet, &d).expect("policies");
+    assert_eq!(
+        nps[0]
+            .spec
+            .as_ref()
+            .and_then(|s| s.ingress.as_ref())
+            .map(|i| i[0].from.as_ref().map(Vec::len)),
+        Some(Some(1))
+    );
+}
+
+#[test]
+fn a_disruption_budget_only_with_several_aggregators() {
+    let mut ens = fixtures::ensemble();
+    let pdb = aggregator_disruption_budget(&ens)
+        .expect("builds")
+        .expect("2 replicas");
+    assert_eq!(pdb.name_any(), "fm-aggregator");
+    let spec = pdb.spec.expect("spec");
+    assert_eq!(spec.min_available, Some(IntOrString::Int(1)));
+    assert_eq!(
+        spec.selector
+            .and_then(|s| s.match_labels)
+            .map(|l| l["app.kubernetes.io/component"].clone()),
+        Some("aggregator".to_string())
+    );
+    ens.spec.aggregator.replicas = 1;
+    assert!(
+        aggregator_disruption_budget(&ens)
+            .expect("builds")
+            .is_none()
+    );
+}
+
+#[test]
 fn objects_without_uid_are_refused() {
     let mut ens = fixtures::ensemble();
     ens.metadata.uid = None;
@@ -395,6 +582,19 @@ mod fetch {
     }
 
     fn run(dir: &Path, url: &str, sha256: &str, file: &str) -> Output {
+        let bytes = std::fs::metadata(models().join(file)).map_or(1 << 20, |m| m.len());
+        run_limited(dir, url, sha256, file, bytes, 300)
+    }
+
+    /// Runs the init container with `max_bytes` as the manifest's size and `max_seconds` as the time limit.
+    fn run_limited(
+        dir: &Path,
+        url: &str,
+        sha256: &str,
+        file: &str,
+        max_bytes: u64,
+        max_seconds: u32,
+    ) -> Output {
         let (command, env) = init_container();
         let mut cmd = Command::new(&command[0]);
         cmd.args(&command[1..])
@@ -406,6 +606,8 @@ mod fetch {
                 "MODEL_URL" => url.to_string(),
                 "MODEL_SHA256" => sha256.to_string(),
                 "FILE" => file.to_string(),
+                "MAX_BYTES" => max_bytes.to_string(),
+                "MAX_SECONDS" => max_seconds.to_string(),
                 _ => v,
             };
             cmd.env(k, v);
@@ -448,7 +650,10 @@ mod fetch {
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("FAILED"), "sha256sum names the failure: {err}");
+        assert!(
+            err.contains("does not have the manifest's sha256 0000"),
+            "the script names the failure: {err}"
+        );
         assert!(
             !dir.join(&file).exists(),
             "an unverified model is never given its real name"
@@ -466,6 +671,116 @@ mod fetch {
             "curl names the HTTP error: {out:?}"
         );
         assert!(!dir.join("no-such.onnx").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A loopback HTTP server answering every request with `head` and then `body_chunks` chunks of 64 KiB,
+    /// `pause` apart; returns its port and how many body bytes it managed to send.
+    fn raw_server(
+        head: &'static str,
+        body_chunks: usize,
+        pause: std::time::Duration,
+    ) -> (u16, std::thread::JoinHandle<u64>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let handle = std::thread::spawn(move || {
+            let Ok((mut conn, _)) = listener.accept() else {
+                return 0;
+            };
+            let mut req = [0u8; 4096];
+            let _ = conn.read(&mut req);
+            if conn.write_all(head.as_bytes()).is_err() {
+                return 0;
+            }
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut sent = 0;
+            for _ in 0..body_chunks {
+                if conn.write_all(&chunk).is_err() {
+                    break;
+                }
+                sent += chunk.len() as u64;
+                std::thread::sleep(pause);
+            }
+            sent
+        });
+        (port, handle)
+    }
+
+    fn stderr(out: &Output) -> String {
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
+
+    /// Bytes of every file under `dir`.
+    fn used(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_file_larger_than_the_manifest_says_is_refused() {
+        // Announced length over the limit: curl refuses before writing.
+        let server = serve();
+        let (file, sha) = shipped();
+        let size = std::fs::metadata(models().join(&file))
+            .expect("model")
+            .len();
+        let dir = tempdir();
+        let url = format!("http://127.0.0.1:{}/{file}", server.1);
+        let out = run_limited(&dir, &url, &sha, &file, size - 1, 60);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains(&format!("is larger than the manifest's {} bytes", size - 1)),
+            "{out:?}"
+        );
+        assert_eq!(used(&dir), 0, "nothing left behind");
+
+        // No length and an endless body (up to 64 MiB): the file-size limit stops it a block past the limit.
+        let (port, sent) = raw_server(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+            1024,
+            std::time::Duration::ZERO,
+        );
+        let url = format!("http://127.0.0.1:{port}/{file}");
+        let out = run_limited(&dir, &url, &sha, &file, 100_000, 60);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("is larger than the manifest's 100000 bytes"),
+            "{out:?}"
+        );
+        assert_eq!(used(&dir), 0, "the partial download is removed");
+        let sent = sent.join().expect("server");
+        assert!(
+            sent < 64 << 20,
+            "the download was cut short ({sent} bytes sent)"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_slow_download_gives_up_at_the_time_limit() {
+        // 10 MB announced, then 64 KiB a second: the whole body would take about 150 s.
+        let (port, _sent) = raw_server(
+            "HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n",
+            150,
+            std::time::Duration::from_secs(1),
+        );
+        let (file, sha) = shipped();
+        let dir = tempdir();
+        let url = format!("http://127.0.0.1:{port}/{file}");
+        let out = run_limited(&dir, &url, &sha, &file, 10_000_000, 2);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("took longer than 2 s"),
+            "the script names the limit: {out:?}"
+        );
+        assert_eq!(used(&dir), 0, "the partial download is removed");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

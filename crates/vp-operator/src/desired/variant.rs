@@ -5,7 +5,7 @@
 
 use super::{
     BuildError, MANIFEST_KEY, container_security, http_probe, http_service_port, non_empty,
-    object_meta, pod_security, server_container, variant_service_name,
+    object_meta, pod_security, server_container, variant_service_name, with_memory_budget,
 };
 use crate::config::{HTTP_PORT, OperatorConfig};
 use crate::hash;
@@ -15,11 +15,12 @@ use k8s_openapi::api::core::v1::{
     KeyToPath, PersistentVolumeClaimVolumeSource, Pod, PodSpec, Service, ServiceSpec, Volume,
     VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 use vp_api::labels::{self, COMPONENT_VARIANT};
 use vp_api::manifest::ManifestVariant;
-use vp_api::{VariantEnsemble, VariantSourceKind, VariantSpec};
+use vp_api::{VARIANT_REQUEST_TIMEOUT_MS, VariantEnsemble, VariantSourceKind, VariantSpec};
 
 /// Annotation holding the hash of a variant pod's template (everything but the node), to spot outdated pods.
 pub const TEMPLATE_HASH: &str = "vp.dev/template-hash";
@@ -32,10 +33,35 @@ pub const FAILURE_REASON: &str = "vp.dev/failure-reason";
 const VARIANT_DIR: &str = "/vp";
 
 /// The URL source's init container script: download to a temporary name, check the sha256, and only then give
-/// the file its real name, so the variant never sees a partial or unverified model. URL, digest, file name and
-/// folder come from the environment (`MODEL_URL`, `MODEL_SHA256`, `FILE`, `DIR`), never spliced into the text.
-pub const FETCH_SCRIPT: &str = "set -eu; curl -fsSL --retry 3 -o \"$DIR/$FILE.part\" \"$MODEL_URL\"; \
-     echo \"$MODEL_SHA256  $DIR/$FILE.part\" | sha256sum -c -; mv \"$DIR/$FILE.part\" \"$DIR/$FILE\"";
+/// the file its real name, so the variant never sees a partial or unverified model. URL, digest, file name,
+/// folder, size and time limits come from the environment (`MODEL_URL`, `MODEL_SHA256`, `FILE`, `DIR`,
+/// `MAX_BYTES`, `MAX_SECONDS`), never spliced into the text.
+///
+/// Bounds: curl stops after `MAX_SECONDS` in all (retries included) and refuses a body whose announced length
+/// is over `MAX_BYTES` (the manifest's size); a body without a length, or a server that lies about it, is
+/// stopped by the shell's file-size limit a block past `MAX_BYTES`, so the download can never use more disk
+/// than the model. Each failure ends with one line saying which limit was hit, and removes the partial file.
+pub const FETCH_SCRIPT: &str = r#"set -u
+part="$DIR/$FILE.part"
+fail() { echo "fetch-model: $*" >&2; rm -f "$part"; exit 1; }
+(ulimit -f $((MAX_BYTES / 512 + 2)) && exec curl -fsSL --proto =http,https --retry 3 --connect-timeout 10 \
+  --max-time "$MAX_SECONDS" --retry-max-time "$MAX_SECONDS" --max-filesize "$MAX_BYTES" -o "$part" "$MODEL_URL")
+rc=$?
+case $rc in
+  0) ;;
+  28) fail "downloading $MODEL_URL took longer than $MAX_SECONDS s (the operator's --fetch-timeout-seconds)" ;;
+  63|23|153) fail "$MODEL_URL is larger than the manifest's $MAX_BYTES bytes" ;;
+  *) fail "downloading $MODEL_URL failed (curl exit code $rc)" ;;
+esac
+size=$(wc -c < "$part")
+[ "$size" -le "$MAX_BYTES" ] || fail "$MODEL_URL is larger than the manifest's $MAX_BYTES bytes"
+echo "$MODEL_SHA256  $part" | sha256sum -c - >/dev/null 2>&1 ||
+  fail "$MODEL_URL ($size bytes) does not have the manifest's sha256 $MODEL_SHA256"
+mv "$part" "$DIR/$FILE"
+"#;
+
+/// Room in the URL source's emptyDir beyond the model itself (the filesystem's own blocks).
+const FETCH_SLACK_BYTES: u64 = 1 << 20;
 
 /// A variant's pod spec without its node, and the hash of it. The pod name is derived from node and hash, so
 /// the same variant on the same node with the same template always has the same name.
@@ -145,7 +171,12 @@ fn model_source(
             ),
             VariantSourceKind::Url(u) => (
                 volume(Volume {
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    empty_dir: Some(EmptyDirVolumeSource {
+                        size_limit: Some(Quantity(
+                            mv.bytes.saturating_add(FETCH_SLACK_BYTES).to_string(),
+                        )),
+                        ..EmptyDirVolumeSource::default()
+                    }),
                     ..Volume::default()
                 }),
                 mount("model", &model_path, file),
@@ -159,6 +190,8 @@ fn model_source(
                         env("MODEL_SHA256", &u.sha256),
                         env("FILE", &mv.file),
                         env("DIR", "/work"),
+                        env("MAX_BYTES", &mv.bytes.to_string()),
+                        env("MAX_SECONDS", &cfg.fetch_timeout_seconds.to_string()),
                     ]),
                     volume_mounts: Some(vec![VolumeMount {
                         name: "model".into(),
@@ -211,12 +244,17 @@ pub fn variant_template(
                 .clone()
                 .unwrap_or_else(|| cfg.variant_image.clone()),
             spec.images.pull_policy.clone(),
-            &[
-                "--manifest",
-                &format!("{VARIANT_DIR}/{MANIFEST_KEY}"),
-                "--variant",
-                &v.name,
-            ],
+            with_memory_budget(
+                &[
+                    "--manifest",
+                    &format!("{VARIANT_DIR}/{MANIFEST_KEY}"),
+                    "--variant",
+                    &v.name,
+                    "--request-timeout-ms",
+                    &VARIANT_REQUEST_TIMEOUT_MS.to_string(),
+                ],
+                resources,
+            ),
         )
     };
     let pod_spec = PodSpec {

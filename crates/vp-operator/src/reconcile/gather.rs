@@ -10,8 +10,11 @@ use crate::health::Health;
 use crate::observe;
 use crate::placement::NodeInfo;
 use crate::reconcile::Context;
+use futures::future::try_join_all;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, ObjectMeta};
 use kube::{Client, ResourceExt};
 use std::collections::BTreeMap;
@@ -48,7 +51,8 @@ pub async fn gather(ctx: &Context, ens: &VariantEnsemble, ns: &str) -> Result<Ga
     let client = &ctx.client;
     let lp = ListParams::default().labels(&format!("{ENSEMBLE}={name}"));
     let agg_name = desired::aggregator_name(&name);
-    let (manifest, pods, services, deployment, agg_config) = tokio::try_join!(
+    let policy_names = [desired::variants_policy_name(&name), agg_name.clone()];
+    let (manifest, pods, services, deployment, agg_config, policies, budget) = tokio::try_join!(
         read_manifest(client, ens, ns),
         async {
             Api::<Pod>::namespaced(client.clone(), ns)
@@ -73,6 +77,18 @@ pub async fn gather(ctx: &Context, ens: &VariantEnsemble, ns: &str) -> Result<Ga
                 .get_metadata_opt(&agg_name)
                 .await
                 .map_err(|e| Error::kube("reading the aggregator configmap", e))
+        },
+        try_join_all(policy_names.iter().map(|n| async move {
+            Api::<NetworkPolicy>::namespaced(client.clone(), ns)
+                .get_metadata_opt(n)
+                .await
+                .map_err(|e| Error::kube("reading a network policy", e))
+        })),
+        async {
+            Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
+                .get_metadata_opt(&agg_name)
+                .await
+                .map_err(|e| Error::kube("reading the aggregator disruption budget", e))
         },
     )?;
     let uid = ens.uid();
@@ -114,6 +130,17 @@ pub async fn gather(ctx: &Context, ens: &VariantEnsemble, ns: &str) -> Result<Ga
         "ConfigMap",
         agg_config.as_ref().map(|c| &c.metadata),
     ));
+    live.extend(version(
+        "PodDisruptionBudget",
+        budget.as_ref().map(|b| &b.metadata),
+    ));
+    for (n, p) in policy_names.iter().zip(&policies) {
+        live.extend(
+            p.as_ref()
+                .and_then(|p| applied::version(&p.metadata))
+                .map(|v| (("NetworkPolicy", n.clone()), v)),
+        );
+    }
     Ok(Gathered {
         manifest,
         nodes: nodes(ctx, ens, ns, &name),

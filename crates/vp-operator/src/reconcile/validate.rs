@@ -1,6 +1,7 @@
 //! Step 2 of a reconcile: check the spec against the family manifest it names (classes, variant names, URL
-//! digests, k). Pure. k is checked by the data plane's own rule (`vp_api::validate_k`), so the operator refuses
-//! exactly the k the variant servers and the aggregator would refuse.
+//! digests, k) and against what the cluster admin allows (hostPath folders). Pure. k is checked by the data
+//! plane's own rule (`vp_api::validate_k`), so the operator refuses exactly the k the variant servers and the
+//! aggregator would refuse.
 
 use std::collections::BTreeSet;
 use vp_api::{EnsembleManifest, VariantEnsemble, VariantSourceKind, validate_k};
@@ -19,6 +20,7 @@ pub struct Valid<'a> {
 pub fn validate<'a>(
     ens: &VariantEnsemble,
     manifest: Result<(&'a EnsembleManifest, &'a str), &str>,
+    host_path_prefixes: &[String],
 ) -> Result<Valid<'a>, String> {
     let (m, text) = manifest.map_err(str::to_string)?;
     let spec = &ens.spec;
@@ -56,6 +58,24 @@ pub fn validate<'a>(
                     v.name, u.sha256, mv.sha256
                 ));
             }
+            Some(VariantSourceKind::HostPath(path))
+                if !host_path_allowed(path, host_path_prefixes) =>
+            {
+                return Err(if host_path_prefixes.is_empty() {
+                    format!(
+                        "variant {}: hostPath sources are not allowed by this operator (its --host-path-prefixes \
+                         is empty); use a configMap, url or persistentVolumeClaim source",
+                        v.name
+                    )
+                } else {
+                    format!(
+                        "variant {}: hostPath {path} is not under a folder this operator allows ({}; its \
+                         --host-path-prefixes)",
+                        v.name,
+                        host_path_prefixes.join(", ")
+                    )
+                });
+            }
             Some(_) => {}
         }
     }
@@ -65,14 +85,83 @@ pub fn validate<'a>(
     })
 }
 
+/// Whether `path` is an absolute path inside one of `prefixes` (component-wise: `/var/lib/vpx` is not inside
+/// `/var/lib/vp`), with no `.` or `..` component that could climb out of it.
+pub fn host_path_allowed(path: &str, prefixes: &[String]) -> bool {
+    let parts = |p: &str| -> Option<Vec<String>> {
+        let p = p.strip_prefix('/')?;
+        let mut out = Vec::new();
+        for c in p.split('/').filter(|c| !c.is_empty()) {
+            if c == "." || c == ".." {
+                return None;
+            }
+            out.push(c.to_string());
+        }
+        Some(out)
+    };
+    let Some(path) = parts(path) else {
+        return false;
+    };
+    prefixes
+        .iter()
+        .filter_map(|p| parts(p))
+        .any(|prefix| path.len() > prefix.len() && path.starts_with(&prefix))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures;
 
     fn check(ens: &VariantEnsemble) -> Result<(), String> {
+        check_with(ens, &["/var/lib/vp".into()])
+    }
+
+    fn check_with(ens: &VariantEnsemble, prefixes: &[String]) -> Result<(), String> {
         let m = fixtures::manifest();
-        validate(ens, Ok((&m, fixtures::MANIFEST))).map(|_| ())
+        validate(ens, Ok((&m, fixtures::MANIFEST)), prefixes).map(|_| ())
+    }
+
+    #[test]
+    fn host_paths_only_inside_the_allowed_folders() {
+        let allowed = ["/var/lib/vp".to_string(), "/models/".to_string()];
+        for ok in [
+            "/var/lib/vp/v0.onnx",
+            "/var/lib/vp/fm/v0.onnx",
+            "//var/lib/vp//x",
+            "/models/a",
+        ] {
+            assert!(host_path_allowed(ok, &allowed), "{ok} should be allowed");
+        }
+        for bad in [
+            "/var/lib/vp",
+            "/var/lib/vpx/v0.onnx",
+            "/var/lib/vp/../../etc/shadow",
+            "/var/lib/vp/./v0.onnx",
+            "/etc/shadow",
+            "var/lib/vp/v0.onnx",
+            "/",
+            "",
+        ] {
+            assert!(!host_path_allowed(bad, &allowed), "{bad} should be refused");
+        }
+        assert!(!host_path_allowed("/var/lib/vp/v0.onnx", &[]));
+    }
+
+    #[test]
+    fn a_host_path_outside_the_allowed_folders_is_invalid() {
+        // The fixture's v2 reads /var/lib/vp/fmnist/v2.onnx.
+        check_with(&fixtures::ensemble(), &["/var/lib/vp/fmnist".into()]).expect("inside");
+        let e = check_with(&fixtures::ensemble(), &["/srv/models".into()]).expect_err("outside");
+        assert!(
+            e.contains("variant v2: hostPath /var/lib/vp/fmnist/v2.onnx is not under a folder this operator allows (/srv/models; its --host-path-prefixes)"),
+            "{e}"
+        );
+        let e = check_with(&fixtures::ensemble(), &[]).expect_err("none allowed");
+        assert!(
+            e.contains("hostPath sources are not allowed by this operator"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -106,6 +195,7 @@ mod tests {
         let e = validate(
             &fixtures::ensemble(),
             Err("manifest ConfigMap edge/x not found"),
+            &[],
         )
         .expect_err("no manifest");
         assert!(e.contains("not found"));
