@@ -12,7 +12,10 @@
 #  5. mid-stream, the node of one variant loses power: no request is lost, the variant serves again on another
 #     node, the ensemble's status and Events say so, Prometheus sees availability and expected accuracy drop and
 #     recover;
-#  6. helm uninstall and deleting the example leave none of their objects behind; `site.sh down` leaves no
+#  6. Ready means served: after a topK change the ensemble is Ready again only once every aggregator replica
+#     behind the Service serves the new config (it reports the digest the operator wrote and answers with the
+#     new k);
+#  7. helm uninstall and deleting the example leave none of their objects behind; `site.sh down` leaves no
 #     namespace, process, control group or file.
 # Needs root (network namespaces, mounts, cgroups). Everything it starts is stopped on exit, also on failure.
 set -euo pipefail
@@ -213,7 +216,25 @@ sys.exit(0 if ok else 1)
 PY
 say "Prometheus: available variants 4 -> $min_avail -> 4, expected accuracy $full_acc -> ($min_acc..$max_acc) -> $now_acc"
 
-# --- 6. uninstall leaves nothing behind
+# --- 6. Ready means served: a config change is Ready only once the aggregator replicas serve it
+gen=$(k -n "$ns" patch ve fmnist --type merge -p '{"spec":{"topK":2}}' -o jsonpath='{.metadata.generation}')
+ready_at() {
+  k -n "$ns" get ve fmnist -o json | jq -r --argjson g "$1" \
+    'if .status.observedGeneration == $g then (.status.conditions[] | select(.type == "Ready") | .status) else "stale" end'
+}
+for _ in $(seq 1 240); do [ "$(ready_at "$gen")" = True ] && break; sleep 0.5; done
+[ "$(ready_at "$gen")" = True ] || { k -n "$ns" get ve fmnist -o yaml >&2; fail "not Ready after the topK change"; }
+# The digest the operator wrote into the running (not terminating) aggregator pods' template.
+want=$(k -n "$ns" get pods -l app.kubernetes.io/component=aggregator -o json \
+  | jq -r '[.items[] | select(.metadata.deletionTimestamp == null) | .metadata.annotations["vp.dev/config-digest"]] | unique | join(" ")')
+[ "${#want}" = 64 ] || fail "running aggregator pods are not all on one config digest: $want"
+for _ in 1 2 3 4 5; do
+  got=$(site curl -fsS -m 2 "http://$agg:8080/v1/status" | jq -r '"\(.config_digest) \(.top_k)"')
+  [ "$got" = "$want 2" ] || fail "Ready, but the aggregator Service answered with config $got (want $want, top_k 2)"
+done
+say "Ready after the topK change: the aggregator Service serves config ${want:0:12} with top_k 2"
+
+# --- 7. uninstall leaves nothing behind
 k delete -f "$work/example/" --wait --timeout=120s >/dev/null
 site helm uninstall vp-operator -n vp-system --wait --timeout 2m >/dev/null
 # `helm uninstall --wait` waits for the Deployment, not for its terminating pod; give that its grace period.

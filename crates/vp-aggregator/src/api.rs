@@ -39,6 +39,8 @@ pub struct AppState {
     pub classify_admission: Arc<Admission>,
     /// `--request-timeout-ms`; the effective timeout also covers the config's deadline.
     pub request_timeout_ms: u64,
+    /// `--expect-config-digest`: not ready until the config in force has this digest.
+    pub expect_config_digest: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -112,25 +114,40 @@ pub fn router(state: AppState, args: &Args) -> Router {
         .with_state(state)
 }
 
-fn ready_reply(snap: &Snapshot) -> Response {
+/// Why this replica is not ready (None: ready): the config in force is not the expected one (when one is
+/// expected), or fewer than `min_variants` variants are up. HTTP and gRPC readiness both ask this.
+fn unready_reason(snap: &Snapshot, expect: Option<&str>) -> Option<String> {
+    if let Some(want) = expect.filter(|want| *want != snap.digest) {
+        return Some(format!(
+            "serving config {}, expecting {want}; waiting for the mounted config to catch up",
+            snap.digest
+        ));
+    }
     let up = snap.up_mask().count_ones() as usize;
-    if up >= snap.config.min_variants {
-        Json(json!({"ready": true, "available_variants": up})).into_response()
-    } else {
-        let msg = format!(
+    (up < snap.config.min_variants).then(|| {
+        format!(
             "{up} variants up, fewer than min_variants = {}",
             snap.config.min_variants
-        );
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "error": msg})),
         )
-            .into_response()
+    })
+}
+
+fn ready_reply(snap: &Snapshot, expect: Option<&str>) -> Response {
+    match unready_reason(snap, expect) {
+        None => {
+            let up = snap.up_mask().count_ones();
+            Json(json!({"ready": true, "available_variants": up})).into_response()
+        }
+        Some(msg) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "error": msg, "config_digest": snap.digest})),
+        )
+            .into_response(),
     }
 }
 
 async fn ready(State(s): State<AppState>) -> Response {
-    ready_reply(&s.live.snapshot())
+    ready_reply(&s.live.snapshot(), s.expect_config_digest.as_deref())
 }
 
 fn check_model(snap: &Snapshot, path: &ModelPath) -> Result<(), ApiError> {
@@ -149,7 +166,7 @@ async fn model_ready(
 ) -> Result<Response, ApiError> {
     let snap = s.live.snapshot();
     check_model(&snap, &path)?;
-    Ok(ready_reply(&snap))
+    Ok(ready_reply(&snap, s.expect_config_digest.as_deref()))
 }
 
 async fn model_metadata(
@@ -192,6 +209,8 @@ async fn status(State(s): State<AppState>) -> Json<serde_json::Value> {
     let up = snap.up_mask();
     Json(json!({
         "model_name": snap.model_name,
+        "config_digest": snap.digest,
+        "expected_config_digest": s.expect_config_digest.as_deref(),
         "top_k": snap.config.top_k,
         "min_variants": snap.config.min_variants,
         "deadline_ms": snap.config.deadline_ms,
@@ -378,8 +397,8 @@ impl vp_server::grpc::OipBackend for Grpc {
         "vp-aggregator"
     }
     fn ready(&self) -> bool {
-        let snap = self.0.live.snapshot();
-        snap.up_mask().count_ones() as usize >= snap.config.min_variants
+        let expect = self.0.expect_config_digest.as_deref();
+        unready_reason(&self.0.live.snapshot(), expect).is_none()
     }
     fn check_model(&self, path: &ModelPath) -> Result<(), ApiError> {
         check_model(&self.0.live.snapshot(), path)

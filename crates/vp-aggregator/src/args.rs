@@ -11,6 +11,11 @@ pub struct Args {
     /// The aggregator config file (format in docs/dataplane.md); re-read when it changes.
     #[arg(long, env = "VP_CONFIG")]
     pub config: PathBuf,
+    /// Digest of the config this replica must serve before it reports ready (`config_digest` in `/v1/status`:
+    /// sha256 over the config file's length, the config file and the manifest). The operator sets it, so a
+    /// replica whose mounted ConfigMap has not caught up yet stays unready.
+    #[arg(long, env = "VP_EXPECT_CONFIG_DIGEST")]
+    pub expect_config_digest: Option<String>,
     /// Address to listen on.
     #[arg(long, env = "VP_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,

@@ -96,6 +96,7 @@ pub async fn serve(args: Args) -> Result<(), LoadError> {
         infer_admission,
         classify_admission,
         request_timeout_ms: args.request_timeout_ms,
+        expect_config_digest: args.expect_config_digest.as_deref().map(Arc::from),
     };
     let grpc = match &args.grpc_listen {
         Some(at) => {

@@ -85,6 +85,8 @@ pub struct Snapshot {
     pub endpoints: Vec<Endpoint>,
     /// Mask of all configured variants (an answer from fewer is degraded).
     pub configured_mask: u64,
+    /// [`vp_core::config_digest`] of the config and manifest bytes this snapshot was built from.
+    pub digest: String,
     source: (Vec<u8>, Vec<u8>),
 }
 
@@ -147,6 +149,7 @@ pub fn load_snapshot(path: &Path, max_batch: usize) -> Result<Snapshot, LoadErro
         model_name: config.model_name(&manifest).to_string(),
         endpoints,
         configured_mask,
+        digest: vp_core::config_digest(&config_bytes, &manifest_bytes),
         source: (config_bytes, manifest_bytes),
         config,
         manifest,
@@ -302,7 +305,7 @@ pub async fn watch_config(live: Arc<Live>, path: PathBuf, max_batch: usize) {
         let p = path.clone();
         match tokio::task::spawn_blocking(move || load_snapshot(&p, max_batch)).await {
             Ok(Ok(s)) => {
-                tracing::info!(config = %path.display(), variants = s.endpoints.len(), "config reloaded");
+                tracing::info!(config = %path.display(), variants = s.endpoints.len(), digest = %s.digest, "config reloaded");
                 live.metrics.reloads.with_label_values(&["ok"]).inc();
                 last_error = None;
                 live.replace(s);

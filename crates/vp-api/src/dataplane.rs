@@ -3,7 +3,9 @@
 //! combine rule maps onto the aggregator's. The operator writes exactly what the aggregator reads, and checks k
 //! with the same function the variant servers use.
 
-pub use vp_core::{AggregatorConfig, ConfigError, KError, VariantEndpoint, validate_k};
+pub use vp_core::{
+    AggregatorConfig, ConfigError, KError, VariantEndpoint, config_digest, validate_k,
+};
 
 /// The aggregator's combine rule (config file spelling `soft_vote`, `majority`).
 pub use vp_core::CombineRule as DataPlaneCombineRule;

@@ -11,7 +11,9 @@ pub mod manifest;
 pub mod spec;
 pub mod status;
 
-pub use dataplane::{AggregatorConfig, DataPlaneCombineRule, VariantEndpoint, validate_k};
+pub use dataplane::{
+    AggregatorConfig, DataPlaneCombineRule, VariantEndpoint, config_digest, validate_k,
+};
 pub use manifest::{EnsembleManifest, ManifestError};
 pub use spec::{
     AggregatorSpec, CombineRule, ConfigMapModelSource, DEFAULT_NODE_GRACE, FailoverSpec,

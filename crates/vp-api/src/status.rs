@@ -71,7 +71,8 @@ pub struct VariantStatus {
 /// The condition types of a `VariantEnsemble`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConditionType {
-    /// Every variant serves and the aggregator is available.
+    /// The ensemble serves what its spec says: the aggregator serves the current config, every variant serves,
+    /// and every apply of this generation succeeded (docs/operator.md, "Ready").
     Ready,
     /// The ensemble answers with fewer variants than desired, or cannot answer at all.
     Degraded,

@@ -4,6 +4,7 @@
 
 pub mod combine;
 pub mod config;
+pub mod digest;
 pub mod input;
 pub mod manifest;
 pub mod oip;
@@ -14,6 +15,7 @@ pub mod topk;
 
 pub use combine::{CombineRule, Combined, Combiner};
 pub use config::{AggregatorConfig, ConfigError, VariantEndpoint};
+pub use digest::config_digest;
 pub use input::{ImageBatch, InputError, InputSpec, k_from_request};
 pub use manifest::{Manifest, ManifestError, ModelEntry, SubsetRow};
 pub use request::{

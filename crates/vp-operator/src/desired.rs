@@ -16,8 +16,8 @@ pub mod protection;
 pub mod variant;
 
 pub use aggregator::{
-    AGGREGATOR_CONFIG_KEY, aggregator_config, aggregator_configmap, aggregator_deployment,
-    aggregator_service,
+    AGGREGATOR_CONFIG_KEY, CONFIG_DIGEST, aggregator_config, aggregator_configmap,
+    aggregator_deployment, aggregator_service, configmap_digest,
 };
 pub use protection::{aggregator_disruption_budget, network_policies, variants_policy_name};
 pub use variant::{

@@ -86,6 +86,15 @@ pub fn pod_ready_since(pod: &Pod) -> Option<jiff::Timestamp> {
         .map(|t| t.0)
 }
 
+/// Why a running pod is not ready, as its kubelet says (e.g. a failing readiness probe); None while it starts.
+pub fn pod_unready_message(pod: &Pod) -> Option<String> {
+    let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+    ready_condition(pod)
+        .filter(|c| running && c.status == "False")
+        .and_then(|c| c.message.clone())
+        .filter(|m| !m.is_empty())
+}
+
 fn ready_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition> {
     pod.status
         .as_ref()
@@ -176,5 +185,23 @@ mod tests {
         .expect("pod");
         assert_eq!(pod_failure(&fine), None);
         assert!(pod_ready(&fine));
+        assert_eq!(pod_unready_message(&fine), None);
+    }
+
+    #[test]
+    fn why_a_running_pod_is_not_ready() {
+        let failing: Pod = serde_yaml::from_str(
+            "metadata: {name: p}\nstatus: {phase: Running, conditions: [{type: Ready, status: 'False', reason: ContainersNotReady, message: 'HTTP probe failed with statuscode: 503'}]}",
+        )
+        .expect("pod");
+        assert_eq!(
+            pod_unready_message(&failing).as_deref(),
+            Some("HTTP probe failed with statuscode: 503")
+        );
+        let starting: Pod = serde_yaml::from_str(
+            "metadata: {name: p}\nstatus: {phase: Pending, conditions: [{type: Ready, status: 'False', message: 'containers with unready status: [variant]'}]}",
+        )
+        .expect("pod");
+        assert_eq!(pod_unready_message(&starting), None, "still starting");
     }
 }

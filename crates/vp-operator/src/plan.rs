@@ -4,9 +4,11 @@
 //! this out.
 //!
 //! The parts: [`variants`] (pods per variant: keep, replace, place), [`aggregator`] (its pods on failed
-//! nodes), [`status`] (summary, conditions and their events).
+//! nodes), [`served`] (which aggregator replicas serve which config), [`status`] (summary, conditions and
+//! their events).
 
 pub mod aggregator;
+pub mod served;
 pub mod status;
 pub mod variants;
 
@@ -96,6 +98,8 @@ pub struct Recovery {
 pub struct AggregatorObjects {
     /// Config file and manifest copy.
     pub configmap: ConfigMap,
+    /// The digest of the ConfigMap's config files (what a replica serving the current config reports).
+    pub digest: String,
     /// The Deployment.
     pub deployment: Deployment,
     /// Its Service.
@@ -144,6 +148,7 @@ pub fn plan(input: &Inputs<'_>) -> Plan {
         Err(why) => return status::invalid(input, &old, why),
     };
     let spec_names: BTreeSet<&str> = ens.spec.variants.iter().map(|v| v.name.as_str()).collect();
+    let digest = aggregator.digest.clone();
     let mut out = Plan {
         services,
         aggregator: Some(aggregator),
@@ -157,14 +162,15 @@ pub fn plan(input: &Inputs<'_>) -> Plan {
     };
     let nodes: BTreeMap<&str, &NodeInfo> =
         input.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
-    let aggregators_serving = aggregator::judge(input, &nodes, &mut out);
+    let aggregators = served::aggregators(input.aggregator_pods, &nodes, &digest);
+    aggregator::judge(input, &nodes, &mut out);
     let variants = variants::plan(input, valid.manifest, &nodes, &old, &mut out);
     status::summarise(
         input,
         valid.manifest,
         &old,
         &variants,
-        aggregators_serving,
+        aggregators,
         &mut out,
     );
     out
@@ -182,9 +188,10 @@ fn shared_objects<'a>(
         .iter()
         .map(|v| desired::variant_service(ens, &v.name))
         .collect::<Result<_, _>>()?;
-    let deployment = desired::aggregator_deployment(ens, input.config)?;
+    let configmap = desired::aggregator_configmap(ens, valid.manifest, valid.manifest_text)?;
+    let digest = desired::configmap_digest(&configmap);
+    let deployment = desired::aggregator_deployment(ens, input.config, &digest)?;
     let aggregator = AggregatorObjects {
-        configmap: desired::aggregator_configmap(ens, valid.manifest, valid.manifest_text)?,
         network_policies: desired::ensemble_network_policies(
             ens,
             valid.manifest,
@@ -194,6 +201,8 @@ fn shared_objects<'a>(
         disruption_budget: desired::aggregator_disruption_budget(ens)?,
         deployment,
         service: desired::aggregator_service(ens)?,
+        configmap,
+        digest,
     };
     Ok((valid, services, aggregator))
 }

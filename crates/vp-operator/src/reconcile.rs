@@ -72,7 +72,8 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
         .as_ref()
         .map(|(m, text)| (m, text.as_str()))
         .map_err(String::as_str);
-    let plan = plan::plan(&Inputs {
+    let now = Timestamp::now();
+    let mut plan = plan::plan(&Inputs {
         ensemble: &ens,
         valid: validate::validate(&ens, manifest, &ctx.config.host_path_prefixes),
         nodes: &seen.nodes,
@@ -80,9 +81,13 @@ pub async fn reconcile(ens: Arc<VariantEnsemble>, ctx: Arc<Context>) -> Result<A
         services: &seen.services,
         aggregator_pods: &seen.aggregator_pods,
         config: &ctx.config,
-        now: Timestamp::now(),
+        now,
     });
     let applied = apply::apply(&ctx, &ns, &name, &plan, &seen.live).await;
+    if let Err(e) = &applied {
+        let old = ens.status.clone().unwrap_or_default();
+        plan::status::apply_failed(&old, &e.to_string(), now, &mut plan);
+    }
     update_status::update_status(&ctx, &ens, &ns, &plan).await?;
     applied?;
     // Whole: every variant serves and (through its Service) an aggregator on a live node answers.

@@ -27,6 +27,9 @@ use vp_operator::metrics::Metrics;
 use vp_testenv::wait::{Poll, until};
 use vp_testenv::{ControlPlane, NodeSpec, TestNamespace, unique_name};
 
+#[path = "cluster/ready.rs"]
+mod ready;
+
 const MANIFEST: &str = include_str!("../fixtures/manifest.yaml");
 const OWNER_LABEL: &str = "vp.dev/test-owner";
 const WAIT: Duration = Duration::from_secs(90);

@@ -4,6 +4,7 @@
 use crate::Args;
 use crate::loader::{LoadError, Loaded};
 use crate::metrics::Metrics;
+use crate::session::{Probe, SessionHealth};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -34,6 +35,8 @@ pub struct AppState {
     pub spec: InputSpec,
     pub model: Arc<Mutex<Model>>,
     pub ready: AtomicBool,
+    /// Whether the model session still works (every inference's outcome; the probes' self-tests).
+    pub session: SessionHealth,
     pub metrics: Metrics,
     /// The one thread that runs batches too large to run inline (or any batch while the model is busy).
     worker: Arc<Semaphore>,
@@ -86,6 +89,7 @@ impl AppState {
             spec,
             model: Arc::new(Mutex::new(model)),
             ready: AtomicBool::new(false),
+            session: SessionHealth::default(),
             metrics,
             worker: Arc::new(Semaphore::new(1)),
             admission: Arc::new(Admission {
@@ -141,12 +145,45 @@ impl AppState {
                 .map_err(|e| e.to_string())
                 .and_then(|r| r)
             }
-        }
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        };
+        self.session
+            .record(out.as_ref().map(|_| ()).map_err(String::as_str));
+        let out = out.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
         self.metrics
             .inference_duration
             .observe(started.elapsed().as_secs_f64());
         Ok(out)
+    }
+
+    /// The session's health as `probe` sees it, after a one-sample self-test when the probe wants one and
+    /// the model is free (inline: one sample takes well under a millisecond with these models).
+    fn session_health(&self, probe: Probe) -> Result<(), String> {
+        if self.session.wants_self_test(probe) {
+            let zeros = vec![0u8; self.spec.sample_len()];
+            let outcome = match self.model.try_lock() {
+                Ok(mut m) => Some(m.run(&zeros, 1).map(|_| ()).map_err(|e| e.to_string())),
+                Err(TryLockError::WouldBlock) => None,
+                Err(TryLockError::Poisoned(_)) => Some(Err("model lock poisoned".to_string())),
+            };
+            if let Some(o) = outcome {
+                self.session
+                    .record(o.as_ref().map(|_| ()).map_err(String::as_str));
+            }
+        }
+        self.session.verdict()
+    }
+
+    /// Why the server is not ready (None: ready): warming up, or its last inference failed. HTTP and gRPC
+    /// readiness both ask this.
+    pub fn unready_reason(&self) -> Option<String> {
+        match (
+            self.ready.load(Ordering::SeqCst),
+            self.session_health(Probe::Ready),
+        ) {
+            (_, Err(e)) => Some(e),
+            (false, Ok(())) => Some("model is warming up".to_string()),
+            (true, Ok(())) => None,
+        }
     }
 
     /// The model's metadata (`GET /v2/models/{name}`; gRPC ModelMetadata carries all but the parameters).
@@ -242,10 +279,7 @@ pub fn router(state: Shared, args: &Args) -> Router {
         ));
     Router::new()
         .route("/v2", get(server_metadata))
-        .route(
-            "/v2/health/live",
-            get(|| async { Json(json!({"live": true})) }),
-        )
+        .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
         .route("/v2/models/{name}", get(model_metadata))
         .route("/v2/models/{name}/versions/{version}", get(model_metadata))
@@ -279,7 +313,7 @@ impl vp_server::grpc::OipBackend for AppState {
         "vp-variant"
     }
     fn ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.unready_reason().is_none()
     }
     fn check_model(&self, path: &ModelPath) -> Result<(), ApiError> {
         AppState::check_model(self, path)
@@ -315,15 +349,28 @@ impl vp_server::grpc::OipBackend for AppState {
     }
 }
 
-fn ready_reply(s: &AppState) -> Response {
-    if s.ready.load(Ordering::SeqCst) {
-        Json(json!({"ready": true})).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "error": "model is warming up"})),
+/// Live while the model session works: a server whose every inference fails answers 500, so the kubelet
+/// restarts it.
+async fn live(State(s): State<Shared>) -> Response {
+    match s.session_health(Probe::Live) {
+        Ok(()) => Json(json!({"live": true})).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"live": false, "error": e})),
         )
-            .into_response()
+            .into_response(),
+    }
+}
+
+/// Ready once warmed up and while the last inference succeeded.
+fn ready_reply(s: &AppState) -> Response {
+    match s.unready_reason() {
+        None => Json(json!({"ready": true})).into_response(),
+        Some(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "error": error})),
+        )
+            .into_response(),
     }
 }
 

@@ -5,6 +5,7 @@ mod api;
 mod args;
 mod loader;
 mod metrics;
+mod session;
 
 pub use args::Args;
 pub use loader::LoadError;

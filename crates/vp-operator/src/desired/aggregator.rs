@@ -1,7 +1,9 @@
 //! The aggregator's objects: its config file (the data plane's own [`AggregatorConfig`] type, so a misspelt key
 //! cannot be written), the ConfigMap that carries it with a copy of the manifest, the Deployment and the
-//! Service. The aggregator re-reads its mounted config when the ConfigMap changes, so config changes (topK,
-//! deadline, variants) need no rollout.
+//! Service. The pod template carries the [`config_digest`] of the ConfigMap's data (an annotation and the
+//! aggregator's `--expect-config-digest`), so a config change rolls the Deployment and a new replica reports
+//! ready only once it serves that config: which config a replica serves can then be read from its pod
+//! (see [`CONFIG_DIGEST`]) even though the kubelet updates mounted ConfigMaps asynchronously.
 
 use super::{
     BuildError, MANIFEST_KEY, aggregator_name, http_probe, http_service_port, non_empty,
@@ -19,10 +21,13 @@ use kube::ResourceExt;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use vp_api::labels::{self, COMPONENT_AGGREGATOR};
-use vp_api::{AggregatorConfig, EnsembleManifest, VariantEndpoint, VariantEnsemble};
+use vp_api::{AggregatorConfig, EnsembleManifest, VariantEndpoint, VariantEnsemble, config_digest};
 
 /// Key of the aggregator config in its ConfigMap.
 pub const AGGREGATOR_CONFIG_KEY: &str = "aggregator.yaml";
+/// Annotation on the aggregator's pod template (so on its pods): the digest of the config those pods serve
+/// once Ready (their readiness probe fails until the aggregator has loaded exactly that config).
+pub const CONFIG_DIGEST: &str = "vp.dev/config-digest";
 /// Where the aggregator container mounts its ConfigMap.
 const CONFIG_DIR: &str = "/etc/vp";
 /// A config that sets only what has no default.
@@ -106,11 +111,23 @@ pub fn aggregator_configmap(
     })
 }
 
-/// The aggregator Deployment. Its replicas prefer different nodes: one lost node must not take every
-/// aggregator with it.
+/// The digest of the config files in the aggregator ConfigMap, as the aggregator computes it from the files
+/// it loads ([`config_digest`]).
+pub fn configmap_digest(cm: &ConfigMap) -> String {
+    let data = cm.data.as_ref();
+    let file = |key: &str| {
+        data.and_then(|d| d.get(key))
+            .map_or(&[][..], |s| s.as_bytes())
+    };
+    config_digest(file(AGGREGATOR_CONFIG_KEY), file(MANIFEST_KEY))
+}
+
+/// The aggregator Deployment, whose replicas serve the config with digest `digest` (see [`CONFIG_DIGEST`]).
+/// Its replicas prefer different nodes: one lost node must not take every aggregator with it.
 pub fn aggregator_deployment(
     ens: &VariantEnsemble,
     cfg: &OperatorConfig,
+    digest: &str,
 ) -> Result<Deployment, BuildError> {
     let name = ens.name_any();
     let spec = &ens.spec;
@@ -122,7 +139,12 @@ pub fn aggregator_deployment(
         .unwrap_or(&cfg.aggregator_resources);
     let config_path = format!("{CONFIG_DIR}/{AGGREGATOR_CONFIG_KEY}");
     let timeout = spec.aggregator.request_timeout_ms.map(|t| t.to_string());
-    let mut args = vec!["--config", config_path.as_str()];
+    let mut args = vec![
+        "--config",
+        config_path.as_str(),
+        "--expect-config-digest",
+        digest,
+    ];
     if let Some(t) = &timeout {
         args.extend(["--request-timeout-ms", t.as_str()]);
     }
@@ -193,6 +215,10 @@ pub fn aggregator_deployment(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels::object_labels(&name, COMPONENT_AGGREGATOR, None)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_DIGEST.to_string(),
+                        digest.to_string(),
+                    )])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod_spec),

@@ -269,12 +269,35 @@ fn out_of_range_spec_values_are_refused_not_wrapped() {
 fn aggregator_objects() {
     let ens = fixtures::ensemble();
     let cm = aggregator_configmap(&ens, &fixtures::manifest(), fixtures::MANIFEST).expect("cm");
-    let data = cm.data.expect("data");
+    let data = cm.data.clone().expect("data");
     assert_eq!(data[MANIFEST_KEY], fixtures::MANIFEST);
     assert!(data.contains_key(AGGREGATOR_CONFIG_KEY));
-    let d = aggregator_deployment(&ens, &cfg()).expect("deployment");
+    let digest = configmap_digest(&cm);
+    assert_eq!(
+        digest,
+        vp_api::config_digest(
+            data[AGGREGATOR_CONFIG_KEY].as_bytes(),
+            fixtures::MANIFEST.as_bytes()
+        ),
+        "the digest the aggregator computes from the mounted files"
+    );
+    let d = aggregator_deployment(&ens, &cfg(), &digest).expect("deployment");
     let spec = d.spec;
     assert_eq!(spec.replicas, Some(2));
+    let template = spec.template.metadata.as_ref().expect("template metadata");
+    assert_eq!(
+        template.annotations.as_ref().expect("annotations")[CONFIG_DIGEST],
+        digest
+    );
+    let args = spec.template.spec.as_ref().expect("pod").containers[0]
+        .args
+        .clone()
+        .expect("args");
+    let flag = args
+        .iter()
+        .position(|a| a == "--expect-config-digest")
+        .expect("the aggregator is told which config to serve");
+    assert_eq!(args[flag + 1], digest);
     let pod = spec.template.spec.expect("pod spec");
     let spread = pod
         .affinity
@@ -336,7 +359,7 @@ fn memory_budget_is_three_quarters_of_the_limit() {
     // The aggregator gets its own: 75 % of its 128Mi default limit, and the spec's request timeout.
     let mut ens = fixtures::ensemble();
     ens.spec.aggregator.request_timeout_ms = Some(5000);
-    let d = aggregator_deployment(&ens, &cfg()).expect("deployment");
+    let d = aggregator_deployment(&ens, &cfg(), "d1").expect("deployment");
     let args = d.spec.template.spec.expect("pod").containers[0]
         .args
         .clone()
@@ -346,6 +369,8 @@ fn memory_budget_is_three_quarters_of_the_limit() {
         [
             "--config",
             "/etc/vp/aggregator.yaml",
+            "--expect-config-digest",
+            "d1",
             "--request-timeout-ms",
             "5000",
             "--memory-budget-mib",
@@ -374,7 +399,7 @@ fn memory_budget_is_three_quarters_of_the_limit() {
 #[test]
 fn network_policies_guard_the_variants_and_open_the_aggregator() {
     let ens = fixtures::ensemble();
-    let d = aggregator_deployment(&ens, &cfg()).expect("deployment");
+    let d = aggregator_deployment(&ens, &cfg(), "d1").expect("deployment");
     let nps = ensemble_network_policies(&ens, &fixtures::manifest(), &cfg(), &d).expect("policies");
     let names: Vec<_> = nps.iter().map(|p| p.name_any()).collect();
     assert_eq!(names, ["fm-variants", "fm-aggregator"]);
@@ -423,7 +448,7 @@ fn network_policies_guard_the_variants_and_open_the_aggregator() {
     assert_eq!(
         ports,
         [Some(IntOrString::Int(8080)), Some(IntOrString::Int(8081))],
-        "HTTP and OIP gRPC"
+        "HTTP and gRPC"
     );
     let a = nps[1].spec.as_ref().expect("spec");
     let arule = &a.ingress.as_ref().expect("ingress")[0];

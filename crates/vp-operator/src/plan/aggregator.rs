@@ -11,11 +11,10 @@ use kube::ResourceExt;
 use std::collections::BTreeMap;
 use vp_api::PlacementStrategy;
 
-/// Plans the deletions and returns how many aggregator pods serve: Ready, not terminating, on a healthy node (a
-/// pod on a silent node may still look Ready to the API server). A pod that stays on a failed node for now is
-/// explained in `out.aggregator_held`.
-pub fn judge(input: &Inputs<'_>, nodes: &BTreeMap<&str, &NodeInfo>, out: &mut Plan) -> usize {
-    let mut serving = 0;
+/// Plans the deletions of aggregator pods on failed or vanished nodes (which replicas serve is
+/// [`super::served`]'s question). A pod that stays on a failed node for now is explained in
+/// `out.aggregator_held`.
+pub fn judge(input: &Inputs<'_>, nodes: &BTreeMap<&str, &NodeInfo>, out: &mut Plan) {
     for pod in input.aggregator_pods {
         let Some(on) = observe::pod_node(pod) else {
             continue;
@@ -27,9 +26,6 @@ pub fn judge(input: &Inputs<'_>, nodes: &BTreeMap<&str, &NodeInfo>, out: &mut Pl
             None => Some((FailureReason::Gone, None)),
         };
         let Some((r, hold)) = failure else {
-            if pod.metadata.deletion_timestamp.is_none() && observe::pod_ready(pod) {
-                serving += 1;
-            }
             continue;
         };
         let why = format!("{on}: {r}");
@@ -64,7 +60,6 @@ pub fn judge(input: &Inputs<'_>, nodes: &BTreeMap<&str, &NodeInfo>, out: &mut Pl
             why,
         });
     }
-    serving
 }
 
 /// Whether a healthy node can take an aggregator pod now (the placement rules, with the aggregator's

@@ -2,10 +2,12 @@
 //! transition times kept by [`crate::conditions`]), the Degraded/Recovered events, and the status of a spec
 //! that cannot be carried out.
 
+use super::served::AggregatorServing;
 use super::variants::VariantsOutcome;
 use super::{Inputs, Note, Plan};
 use crate::conditions::{condition, is_true};
 use crate::desired;
+use jiff::Timestamp;
 use vp_api::{ConditionType, EnsembleManifest, VariantEnsembleStatus};
 
 /// Degraded and Progressing reason (and Event reason) while variants are not moved because moves are paused.
@@ -24,7 +26,7 @@ pub fn summarise(
     manifest: &EnsembleManifest,
     old: &VariantEnsembleStatus,
     variants: &VariantsOutcome,
-    aggregators_serving: usize,
+    aggregators: AggregatorServing,
     out: &mut Plan,
 ) {
     let ens = input.ensemble;
@@ -38,7 +40,10 @@ pub fn summarise(
     st.available_variants = count(available);
     st.expected_accuracy = manifest.subset_accuracy(variants.ready.iter().map(String::as_str), k);
     st.aggregator_endpoint = desired::aggregator_endpoint(ens);
-    let agg_ok = ens.spec.aggregator.replicas == 0 || aggregators_serving > 0;
+    let no_aggregator = ens.spec.aggregator.replicas == 0;
+    // Some replica answers (whichever config it serves), and: every serving replica serves the current config.
+    let agg_up = no_aggregator || aggregators.any();
+    let agg_ok = no_aggregator || (aggregators.current > 0 && aggregators.stale == 0);
     let missing: Vec<String> = st
         .variants
         .iter()
@@ -52,19 +57,29 @@ pub fn summarise(
         })
         .collect();
     let all = available == desired_n;
-    let (ready_reason, ready_msg) = match (all, agg_ok) {
-        (true, true) => (
+    let digest = out.aggregator.as_ref().map_or("", |a| a.digest.as_str());
+    let (ready_reason, ready_msg) = match (all, agg_up, agg_ok) {
+        (true, _, true) => (
             "AllVariantsServing",
             format!("{available}/{desired_n} variants serving"),
         ),
-        (true, false) => (
+        (true, false, _) => (
             "AggregatorUnavailable",
             match &out.aggregator_held {
                 Some(why) => format!("no aggregator replica is ready; {why}"),
                 None => "no aggregator replica is ready".to_string(),
             },
         ),
-        (false, _) => (
+        (true, true, false) => (
+            "AggregatorConfigStale",
+            format!(
+                "{} aggregator replica(s) serve an older config, {} the current one ({})",
+                aggregators.stale,
+                aggregators.current,
+                digest.get(..12).unwrap_or(digest)
+            ),
+        ),
+        (false, _, _) => (
             "VariantsUnavailable",
             format!(
                 "{available}/{desired_n} variants serving; not serving: {}",
@@ -72,7 +87,7 @@ pub fn summarise(
             ),
         ),
     };
-    let degraded = !all || !agg_ok;
+    let degraded = !all || !agg_up;
     // Moves paused (a disrupted zone or a stale view): the variants left where they are say why.
     let paused = !variants.paused.is_empty()
         || out
@@ -104,7 +119,10 @@ pub fn summarise(
     } else if degraded {
         (ready_reason, ready_msg.clone())
     } else {
-        ("AllVariantsServing", ready_msg.clone())
+        (
+            "AllVariantsServing",
+            format!("{available}/{desired_n} variants serving"),
+        )
     };
     let busy = !out.create.is_empty() || !out.delete.is_empty() || variants.starting > 0 || !agg_ok;
     let (prog_reason, prog_msg) = if paused {
@@ -116,6 +134,11 @@ pub fn summarise(
                 "moving {} variant(s) off failed nodes or pods",
                 out.reschedules.len()
             ),
+        )
+    } else if agg_up && !agg_ok {
+        (
+            "AggregatorRollout",
+            "aggregator replicas are moving to the current config".to_string(),
         )
     } else if busy {
         (
@@ -193,6 +216,49 @@ pub fn summarise(
             reason: "Recovered",
             action: "Observe",
             message: format!("{available}/{desired_n} variants serving again"),
+        });
+    }
+}
+
+/// Marks the status of a plan whose apply failed: Ready False with reason `ApplyFailed` and the error (a
+/// generation counts as served only once everything it needs is applied), Progressing True with the same
+/// reason (the reconcile is retried); Degraded stays what the plan saw, since what serves did not change. A
+/// Warning Event `ApplyFailed` is recorded once per new error.
+pub fn apply_failed(old: &VariantEnsembleStatus, error: &str, now: Timestamp, out: &mut Plan) {
+    let generation = out.status.observed_generation;
+    let message = format!("applying this generation failed: {error}");
+    for (t, on) in [
+        (ConditionType::Ready, false),
+        (ConditionType::Progressing, true),
+    ] {
+        let c = condition(
+            &old.conditions,
+            t,
+            on,
+            "ApplyFailed",
+            message.clone(),
+            generation,
+            now,
+        );
+        match out
+            .status
+            .conditions
+            .iter_mut()
+            .find(|x| x.type_ == t.as_str())
+        {
+            Some(x) => *x = c,
+            None => out.status.conditions.push(c),
+        }
+    }
+    let before = old
+        .condition(ConditionType::Ready)
+        .map(|c| (c.reason.as_str(), c.message.as_str()));
+    if before != Some(("ApplyFailed", message.as_str())) {
+        out.events.push(Note {
+            warning: true,
+            reason: "ApplyFailed",
+            action: "Apply",
+            message,
         });
     }
 }

@@ -4,6 +4,7 @@ use crate::fixtures;
 use crate::health::{FailureReason, Health, Hold};
 use crate::observe::{self, node_info};
 use crate::reconcile::validate::validate;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use vp_api::labels::VARIANT;
 use vp_api::{ConditionType, EnsembleManifest};
@@ -44,12 +45,22 @@ fn aggregator_pod(name: &str, node: &str) -> Pod {
     .expect("pod")
 }
 
+/// `pod` as made from a template whose config digest is `digest`.
+fn with_digest(mut pod: Pod, digest: &str) -> Pod {
+    pod.annotations_mut()
+        .insert(desired::CONFIG_DIGEST.into(), digest.into());
+    pod
+}
+
 struct World {
     ens: VariantEnsemble,
     manifest: EnsembleManifest,
     pods: Vec<Pod>,
     aggregators: Vec<Pod>,
     cfg: OperatorConfig,
+    /// Whether the aggregator Deployment rolls out at once: before each step every aggregator pod gets the
+    /// current config digest (as if replaced by a pod of the new template that is Ready already).
+    instant_rollout: bool,
 }
 
 impl World {
@@ -60,11 +71,25 @@ impl World {
             pods: vec![],
             aggregators: vec![aggregator_pod("fm-aggregator-1", "edge-b")],
             cfg: OperatorConfig::default(),
+            instant_rollout: true,
         }
+    }
+
+    /// The digest of the config the aggregator should serve for the current spec.
+    fn digest(&self) -> String {
+        let cm = desired::aggregator_configmap(&self.ens, &self.manifest, fixtures::MANIFEST)
+            .expect("configmap");
+        desired::configmap_digest(&cm)
     }
 
     /// Plans, then carries the plan out the way the controller would (creates, deletes, status).
     fn step(&mut self, nodes: &[NodeInfo], now: &str) -> Plan {
+        if self.instant_rollout {
+            let digest = self.digest();
+            for p in &mut self.aggregators {
+                *p = with_digest(p.clone(), &digest);
+            }
+        }
         let plan = plan(&Inputs {
             ensemble: &self.ens,
             valid: validate(
@@ -672,11 +697,16 @@ fn only_ready_aggregators_on_live_nodes_serve() {
     let by_name: BTreeMap<&str, &NodeInfo> = n.iter().map(|n| (n.name.as_str(), n)).collect();
     let mut unready = aggregator_pod("unready", "edge-b");
     unready.status = None;
+    let mut terminating = aggregator_pod("terminating", "edge-b");
+    terminating.metadata.deletion_timestamp = Some(Time(at(T0)));
     let pods = [
-        aggregator_pod("serving", "edge-b"),
-        unready,
-        aggregator_pod("on-failed-node", "edge-a"),
-        aggregator_pod("on-vanished-node", "edge-zz"),
+        with_digest(aggregator_pod("serving", "edge-b"), "new"),
+        with_digest(aggregator_pod("serving-old", "edge-c"), "old"),
+        aggregator_pod("no-digest", "edge-c"),
+        with_digest(unready, "new"),
+        with_digest(terminating, "old"),
+        with_digest(aggregator_pod("on-failed-node", "edge-a"), "new"),
+        with_digest(aggregator_pod("on-vanished-node", "edge-zz"), "new"),
     ];
     let w = World::new();
     let input = Inputs {
@@ -694,10 +724,18 @@ fn only_ready_aggregators_on_live_nodes_serve() {
         now: at(T0),
     };
     let mut out = Plan::default();
-    assert_eq!(aggregator::judge(&input, &by_name, &mut out), 1);
+    aggregator::judge(&input, &by_name, &mut out);
     let deleted: Vec<&str> = out.delete.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(deleted, ["on-failed-node", "on-vanished-node"]);
     assert!(out.delete.iter().all(|d| d.force));
+    assert_eq!(
+        served::aggregators(&pods, &by_name, "new"),
+        served::AggregatorServing {
+            current: 1,
+            stale: 2
+        },
+        "a pod without the digest annotation serves an unknown (so not the current) config"
+    );
 
     // With only the unready one left, the ensemble says why it is not Ready.
     let mut w = World::new();
@@ -711,5 +749,136 @@ fn only_ready_aggregators_on_live_nodes_serve() {
     assert_eq!(
         cond(&p.status, ConditionType::Ready),
         ("False", "AggregatorUnavailable")
+    );
+}
+
+#[test]
+fn ready_waits_until_every_serving_aggregator_serves_the_current_config() {
+    let mut w = World::new();
+    let healthy = nodes(Health::Healthy);
+    w.step(&healthy, T0);
+    w.all_ready(T0);
+    let p = w.step(&healthy, T0);
+    assert_eq!(
+        cond(&p.status, ConditionType::Ready),
+        ("True", "AllVariantsServing")
+    );
+    let old = w.digest();
+
+    // topK changes: the config (and its digest) change; the Deployment has not rolled out yet.
+    w.instant_rollout = false;
+    w.ens.spec.top_k = 2;
+    w.ens.metadata.generation = Some(2);
+    let new = w.digest();
+    assert_ne!(old, new);
+    let p = w.step(&healthy, "2026-01-01T00:01:00Z");
+    assert_eq!(
+        p.aggregator.as_ref().map(|a| a.digest.as_str()),
+        Some(new.as_str())
+    );
+    let ready = p.status.condition(ConditionType::Ready).expect("ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "AggregatorConfigStale")
+    );
+    assert!(
+        ready
+            .message
+            .contains("1 aggregator replica(s) serve an older config, 0 the current one")
+            && ready.message.contains(&new[..12]),
+        "{}",
+        ready.message
+    );
+    assert_eq!(
+        cond(&p.status, ConditionType::Degraded),
+        ("False", "AllVariantsServing"),
+        "the old config still answers: not degraded"
+    );
+    assert_eq!(
+        cond(&p.status, ConditionType::Progressing),
+        ("True", "AggregatorRollout")
+    );
+
+    // A new replica serves the new config while the old one still serves the old: still not Ready.
+    w.aggregators.push(with_digest(
+        aggregator_pod("fm-aggregator-2", "edge-c"),
+        &new,
+    ));
+    let p = w.step(&healthy, "2026-01-01T00:01:05Z");
+    assert_eq!(
+        cond(&p.status, ConditionType::Ready),
+        ("False", "AggregatorConfigStale")
+    );
+
+    // The old replica is gone: Ready.
+    w.aggregators.retain(|p| p.name_any() == "fm-aggregator-2");
+    let p = w.step(&healthy, "2026-01-01T00:01:10Z");
+    assert_eq!(
+        cond(&p.status, ConditionType::Ready),
+        ("True", "AllVariantsServing")
+    );
+    assert_eq!(
+        cond(&p.status, ConditionType::Progressing),
+        ("False", "Stable")
+    );
+}
+
+#[test]
+fn a_failed_apply_keeps_ready_false_until_an_apply_succeeds() {
+    let mut w = World::new();
+    let healthy = nodes(Health::Healthy);
+    w.step(&healthy, T0);
+    w.all_ready(T0);
+    let mut p = w.step(&healthy, T0);
+    assert_eq!(cond(&p.status, ConditionType::Ready).0, "True");
+    let old = w.ens.status.clone().expect("status");
+    let t1 = at("2026-01-01T00:02:00Z");
+    status::apply_failed(&old, "applying ConfigMap fm-aggregator: denied", t1, &mut p);
+    let ready = p.status.condition(ConditionType::Ready).expect("ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ApplyFailed")
+    );
+    assert!(ready.message.contains("denied"), "{}", ready.message);
+    assert_eq!(ready.last_transition_time.0, t1);
+    assert_eq!(
+        cond(&p.status, ConditionType::Progressing),
+        ("True", "ApplyFailed")
+    );
+    assert_eq!(
+        cond(&p.status, ConditionType::Degraded),
+        ("False", "AllVariantsServing"),
+        "what serves did not change"
+    );
+    let warnings = |p: &Plan| {
+        p.events
+            .iter()
+            .filter(|e| e.reason == "ApplyFailed" && e.warning)
+            .count()
+    };
+    assert_eq!(warnings(&p), 1);
+
+    // The next reconcile fails the same way: the status keeps its transition time, no second Event.
+    w.ens.status = Some(p.status.clone());
+    let old = p.status.clone();
+    let mut p = w.step(&healthy, "2026-01-01T00:02:05Z");
+    status::apply_failed(
+        &old,
+        "applying ConfigMap fm-aggregator: denied",
+        at("2026-01-01T00:02:05Z"),
+        &mut p,
+    );
+    let ready = p.status.condition(ConditionType::Ready).expect("ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.last_transition_time.0),
+        ("False", t1)
+    );
+    assert_eq!(warnings(&p), 0);
+
+    // An apply that succeeds: Ready again from the plan alone.
+    let p = w.step(&healthy, "2026-01-01T00:02:10Z");
+    assert_eq!(
+        cond(&p.status, ConditionType::Ready),
+        ("True", "AllVariantsServing")
     );
 }

@@ -445,7 +445,13 @@ fn settle(
         outcome.ready.push(v.name.clone());
     } else if let Some(node) = assigned {
         outcome.starting += 1;
-        message = message.or_else(|| Some(format!("pod starting on {node}")));
+        let why = j.keep.iter().find_map(|p| observe::pod_unready_message(p));
+        message = message.or_else(|| {
+            Some(match why {
+                Some(why) => format!("pod on {node} not ready: {why}"),
+                None => format!("pod starting on {node}"),
+            })
+        });
     }
     if let (Some(p), Some(prev)) = (serving, prev)
         && !prev.ready

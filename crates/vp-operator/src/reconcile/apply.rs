@@ -1,7 +1,8 @@
 //! Step 4 of a reconcile: carry the plan out. Deletes first (a failed node's pod must go before its
 //! replacement appears), then server-side applies, then removes protection objects no longer wanted
 //! (NetworkPolicies switched off, a budget for one replica); independent objects go out concurrently, so a
-//! reconcile costs about one round trip per kind, not per object.
+//! reconcile costs about one round trip per kind, not per object (the aggregator config goes before its
+//! Deployment).
 
 use crate::applied::ssa::{self, Live};
 use crate::desired;
@@ -33,8 +34,11 @@ pub async fn apply(ctx: &Context, ns: &str, name: &str, plan: &Plan, live: &Live
     let services = try_join_all(plan.services.iter().map(changed));
     let aggregator = async {
         if let Some(agg) = &plan.aggregator {
+            // The config first: a Deployment whose template expects a config digest that was never written
+            // would roll out replicas that can never turn ready.
+            ssa::apply_changed(client, &ctx.applied, &ctx.metrics, ns, &agg.configmap, live)
+                .await?;
             tokio::try_join!(
-                ssa::apply_changed(client, &ctx.applied, &ctx.metrics, ns, &agg.configmap, live),
                 ssa::apply_changed(
                     client,
                     &ctx.applied,

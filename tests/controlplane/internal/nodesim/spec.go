@@ -170,13 +170,32 @@ func PodHasEnded(pod *corev1.Pod) bool {
 	return pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded
 }
 
+// ReadinessFailingAnnotation on a pod makes the simulated kubelet report its containers running but not ready,
+// as a real kubelet does while a readiness probe fails; the value is the condition's message. Tests set it to
+// simulate a server that answers its readiness probe with an error for as long as the annotation stays.
+const ReadinessFailingAnnotation = "sim.vp.dev/readiness-failing"
+
+// readinessFailing returns the message of ReadinessFailingAnnotation and whether the pod has it.
+func readinessFailing(pod *corev1.Pod) (string, bool) {
+	msg, ok := pod.Annotations[ReadinessFailingAnnotation]
+	return msg, ok
+}
+
 // PodIsRunning reports whether pod's status already says what RunningStatus would (so no update is needed).
 func PodIsRunning(pod *corev1.Pod) bool {
 	if pod.Status.Phase != corev1.PodRunning || pod.Status.PodIP == "" {
 		return false
 	}
-	for _, t := range []corev1.PodConditionType{corev1.PodReady, corev1.ContainersReady, corev1.PodInitialized} {
-		if !hasCondition(pod.Status.Conditions, t, corev1.ConditionTrue) {
+	_, failing := readinessFailing(pod)
+	ready := corev1.ConditionTrue
+	if failing {
+		ready = corev1.ConditionFalse
+	}
+	if !hasCondition(pod.Status.Conditions, corev1.PodInitialized, corev1.ConditionTrue) {
+		return false
+	}
+	for _, t := range []corev1.PodConditionType{corev1.PodReady, corev1.ContainersReady} {
+		if !hasCondition(pod.Status.Conditions, t, ready) {
 			return false
 		}
 	}
@@ -184,7 +203,7 @@ func PodIsRunning(pod *corev1.Pod) bool {
 		return false
 	}
 	for _, cs := range pod.Status.ContainerStatuses {
-		if !cs.Ready || cs.State.Running == nil {
+		if cs.Ready == failing || cs.State.Running == nil {
 			return false
 		}
 	}
@@ -211,6 +230,12 @@ func RunningStatus(pod *corev1.Pod, hostIP, podIP string, now metav1.Time, resta
 	} {
 		st.Conditions = setCondition(st.Conditions, t, now)
 	}
+	failMsg, failing := readinessFailing(pod)
+	if failing {
+		for _, t := range []corev1.PodConditionType{corev1.ContainersReady, corev1.PodReady} {
+			st.Conditions = unsetCondition(st.Conditions, t, "ContainersNotReady", failMsg, now)
+		}
+	}
 	old := map[string]corev1.ContainerStatus{}
 	for _, cs := range pod.Status.ContainerStatuses {
 		old[cs.Name] = cs
@@ -222,7 +247,7 @@ func RunningStatus(pod *corev1.Pod, hostIP, podIP string, now metav1.Time, resta
 		cs := corev1.ContainerStatus{
 			Name: c.Name, Image: c.Image, ImageID: "vpsim://" + c.Image,
 			ContainerID: fmt.Sprintf("vpsim://%s/%s", pod.UID, c.Name),
-			Ready:       true, Started: &started, RestartCount: prev.RestartCount,
+			Ready:       !failing, Started: &started, RestartCount: prev.RestartCount,
 			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}},
 		}
 		if had && prev.State.Running != nil && !restarted {
@@ -256,6 +281,21 @@ func hasCondition(conds []corev1.PodCondition, t corev1.PodConditionType, s core
 		}
 	}
 	return false
+}
+
+// unsetCondition sets condition t to False with reason and message (keeping its transition time while it was False).
+func unsetCondition(conds []corev1.PodCondition, t corev1.PodConditionType, reason, msg string, now metav1.Time) []corev1.PodCondition {
+	for i := range conds {
+		if conds[i].Type == t {
+			if conds[i].Status != corev1.ConditionFalse {
+				conds[i].Status = corev1.ConditionFalse
+				conds[i].LastTransitionTime = now
+			}
+			conds[i].Reason, conds[i].Message = reason, msg
+			return conds
+		}
+	}
+	return append(conds, corev1.PodCondition{Type: t, Status: corev1.ConditionFalse, Reason: reason, Message: msg, LastTransitionTime: now})
 }
 
 func setCondition(conds []corev1.PodCondition, t corev1.PodConditionType, now metav1.Time) []corev1.PodCondition {

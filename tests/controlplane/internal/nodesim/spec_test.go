@@ -119,6 +119,35 @@ func TestRunningStatus(t *testing.T) {
 	}
 }
 
+func TestFailingReadinessKeepsThePodRunningButNotReady(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{UID: "u1", Annotations: map[string]string{ReadinessFailingAnnotation: "HTTP probe failed with statuscode: 503"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c"}}},
+	}
+	now := metav1.NewTime(time.Unix(5000, 0))
+	pod.Status = RunningStatus(pod, "127.1.1.1", "127.1.1.2", now, false)
+	if !PodIsRunning(pod) {
+		t.Fatalf("a pod failing readiness as asked needs no update: %+v", pod.Status)
+	}
+	if pod.Status.Phase != corev1.PodRunning || pod.Status.ContainerStatuses[0].Ready || pod.Status.ContainerStatuses[0].State.Running == nil {
+		t.Errorf("want running, not ready: %+v", pod.Status)
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady && (c.Status != corev1.ConditionFalse || c.Message != "HTTP probe failed with statuscode: 503") {
+			t.Errorf("Ready condition: %+v", c)
+		}
+	}
+	// The annotation goes (the probe passes again): the pod needs an update, after which it is Ready.
+	delete(pod.Annotations, ReadinessFailingAnnotation)
+	if PodIsRunning(pod) {
+		t.Error("a pod whose readiness recovered reported as up to date")
+	}
+	pod.Status = RunningStatus(pod, "127.1.1.1", "127.1.1.2", now, false)
+	if !PodIsRunning(pod) || !hasCondition(pod.Status.Conditions, corev1.PodReady, corev1.ConditionTrue) {
+		t.Errorf("not ready after recovery: %+v", pod.Status)
+	}
+}
+
 func TestEndedPodsStayEnded(t *testing.T) {
 	for phase, ended := range map[corev1.PodPhase]bool{
 		corev1.PodFailed: true, corev1.PodSucceeded: true, corev1.PodRunning: false, corev1.PodPending: false,

@@ -1,0 +1,51 @@
+//! Which aggregator replicas serve, and which config they serve. A replica serves when its pod is Ready, not
+//! terminating and on a healthy node (a pod on a silent node may still look Ready to the API server); it serves
+//! the current config when its pod carries the current [`CONFIG_DIGEST`] (its readiness probe passes only
+//! once the aggregator has loaded the config with that digest, see docs/operator.md, "Ready").
+
+use crate::desired::CONFIG_DIGEST;
+use crate::health::Health;
+use crate::observe;
+use crate::placement::NodeInfo;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use std::collections::BTreeMap;
+
+/// How many aggregator replicas serve, by config.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AggregatorServing {
+    /// Serving the current config.
+    pub current: usize,
+    /// Serving another (older) config: a rollout that is not done, or stuck.
+    pub stale: usize,
+}
+
+impl AggregatorServing {
+    /// Some replica answers, whichever config it serves.
+    pub fn any(&self) -> bool {
+        self.current + self.stale > 0
+    }
+}
+
+/// Counts the serving aggregator replicas among `pods` by whether they serve the config `digest`.
+pub fn aggregators(
+    pods: &[Pod],
+    nodes: &BTreeMap<&str, &NodeInfo>,
+    digest: &str,
+) -> AggregatorServing {
+    let mut out = AggregatorServing::default();
+    for pod in pods {
+        let healthy_node = observe::pod_node(pod)
+            .and_then(|n| nodes.get(n))
+            .is_some_and(|n| n.health == Health::Healthy);
+        if !healthy_node || pod.metadata.deletion_timestamp.is_some() || !observe::pod_ready(pod) {
+            continue;
+        }
+        if pod.annotations().get(CONFIG_DIGEST).map(String::as_str) == Some(digest) {
+            out.current += 1;
+        } else {
+            out.stale += 1;
+        }
+    }
+    out
+}
