@@ -61,10 +61,10 @@ if [ ! -f "$out/done" ]; then
     libnss_dns.so.2 libnss_files.so.2 libutil.so.1 libanl.so.1 libmvec.so.1 libgcc_s.so.1 libstdc++.so.6; do
     printf '"/usr/lib/x86_64-linux-gnu/%s",' "$l"; done)
   cc_libs=${cc_libs%,}
-  image() { # NAME BINARY EXTRA_FILES EXTRA_ENV
-    local name=$1 b=$2 files=$3 env=$4
+  image() { # NAME BINARY EXTRA_FILES EXTRA_ENV EXPOSED_PORTS (as in docker/Dockerfile)
+    local name=$1 b=$2 files=$3 env=$4 expose=$5
     cat >"$spec/$name.json" <<EOF
-{"name": "localhost/$name:site", "user": "65532:65532", "entrypoint": ["/usr/local/bin/$b"], "expose": [8080],
+{"name": "localhost/$name:site", "user": "65532:65532", "entrypoint": ["/usr/local/bin/$b"], "expose": [$expose],
  "env": {$env},
  "files": [$base_files,
    {"path": "/usr/local/bin/$b", "src": "$out/bin/$b", "mode": 493} $files],
@@ -72,11 +72,11 @@ if [ ! -f "$out/done" ]; then
 EOF
     $py "$tool" build "$spec/$name.json" "$out/$name.tar"
   }
-  image vp-operator vp-operator "" ""
-  image vp-aggregator vp-aggregator "" ""
+  image vp-operator vp-operator "" "" 8080
+  image vp-aggregator vp-aggregator "" "" "8080, 8081"
   image vp-variant vp-variant \
     ", {\"path\": \"/usr/local/lib/libonnxruntime.so\", \"src\": \"$ORT_DYLIB_PATH\", \"mode\": 420}" \
-    '"ORT_DYLIB_PATH": "/usr/local/lib/libonnxruntime.so"'
+    '"ORT_DYLIB_PATH": "/usr/local/lib/libonnxruntime.so"' "8080, 8081"
   cat >"$spec/pause.json" <<EOF
 {"name": "localhost/vp-pause:site", "user": "65535:65535", "entrypoint": ["/pause"],
  "files": [{"path": "/pause", "src": "$VP_CACHE/bin/vp-pause", "mode": 493}]}
