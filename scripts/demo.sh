@@ -28,7 +28,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== vpctl run $family/ensemble.yaml"
-"$vpctl" run "$family/ensemble.yaml" --state-dir "$state" --port 0 --variant-port 0 >"$state/run.out" 2>&1 &
+"$vpctl" run "$family/ensemble.yaml" --state-dir "$state" --port 0 --variant-port 0 --grpc-port 0 --variant-grpc-port 0 >"$state/run.out" 2>&1 &
 run_pid=$!
 for _ in $(seq 1 600); do
   grep -q "press Ctrl-C" "$state/run.out" 2>/dev/null && break

@@ -27,12 +27,14 @@ def _get(url, timeout=2.0):
 
 @pytest.fixture(scope="session")
 def ensemble():
-    """Starts the ensemble; yields {"aggregator": (url, model), "variant": (url, model)}."""
+    """Starts the ensemble; yields {"aggregator": (url, model), "variant": (url, model), "grpc": {"aggregator":
+    (host:port, model), "variant": (host:port, model)}}."""
     bin_dir = Path(os.environ["VP_BIN_DIR"])
     state = Path(tempfile.mkdtemp(prefix="vp-oip-"))
     log = open(state / "vpctl.log", "wb")
     proc = subprocess.Popen(
         [str(bin_dir / "vpctl"), "run", str(MANIFEST), "--port", "0", "--variant-port", "0",
+         "--grpc-port", "0", "--variant-grpc-port", "0",
          # A long deadline: this suite checks the protocol, so every answer combines all variants even on a
          # loaded machine (encodings are compared answer for answer).
          "--deadline-ms", "10000", "--state-dir", str(state)],
@@ -59,6 +61,10 @@ def ensemble():
         yield {
             "aggregator": (run["aggregator"]["url"], run["model_name"]),
             "variant": (variant["url"], variant["name"]),
+            "grpc": {
+                "aggregator": (run["aggregator"]["grpc"], run["model_name"]),
+                "variant": (variant["grpc"], variant["name"]),
+            },
         }
     finally:
         # vpctl stops its children on SIGTERM; the process group catches anything left.

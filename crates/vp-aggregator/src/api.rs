@@ -1,5 +1,6 @@
-//! HTTP API of the aggregator: OIP v2 infer for the whole ensemble (JSON and the binary tensor extension, with
-//! or without a model version in the path), `/v1/classify` for image files, health, status and metrics.
+//! API of the aggregator: OIP v2 infer for the whole ensemble (JSON and the binary tensor extension, with or
+//! without a model version in the path), `/v1/classify` for image files, health, status and metrics over HTTP;
+//! the same ensemble's side of the OIP gRPC service ([`Grpc`]).
 
 use crate::Args;
 use crate::fanout::{FanOut, fan_out};
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use tower_http::trace::TraceLayer;
 use vp_core::oip::{InferResponse, ResponseTensor, TensorData};
 use vp_core::reply::{ReplyPlan, encode};
-use vp_core::{Combined, ImageBatch, decode_infer, k_from_request, validate_k};
+use vp_core::{Combined, DecodedRequest, ImageBatch, decode_infer, k_from_request, validate_k};
 use vp_server::{Admission, ApiError, MemoryBudget, ModelPath, body_error, error_reply};
 
 /// The outputs of the aggregator's infer reply.
@@ -157,9 +158,14 @@ async fn model_metadata(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let snap = s.live.snapshot();
     check_model(&snap, &path)?;
+    Ok(Json(metadata(&snap)))
+}
+
+/// The ensemble's metadata (`GET /v2/models/{name}`; gRPC ModelMetadata carries all but the parameters).
+fn metadata(snap: &Snapshot) -> serde_json::Value {
     let [c, h, w] = snap.spec.chw;
     let classes = snap.manifest.classes();
-    Ok(Json(json!({
+    json!({
         "name": snap.model_name,
         "versions": vp_server::oip_http::VERSIONS,
         "platform": "vp-ensemble",
@@ -178,7 +184,7 @@ async fn model_metadata(
             "deadline_ms": snap.config.deadline_ms,
             "combine": snap.config.combine,
         }
-    })))
+    })
 }
 
 async fn status(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -306,11 +312,30 @@ async fn infer_inner(
     .await?
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let plan = ReplyPlan::new(&req, &OUTPUTS).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (resp, degraded) = ensemble_reply(s, &snap, req).await?;
+    let reply = encode(&resp, &plan).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reply encoding: {e}"),
+        )
+    })?;
+    Ok((
+        vp_server::infer_reply(reply.body, reply.header_len),
+        degraded,
+    ))
+}
+
+/// The ensemble's answer to a decoded request (both protocols), and whether it is degraded.
+async fn ensemble_reply(
+    s: &AppState,
+    snap: &Snapshot,
+    req: DecodedRequest,
+) -> Result<(InferResponse, bool), ApiError> {
     let classes = snap.manifest.classes();
     let k = k_from_request(req.k.as_ref(), classes, snap.config.top_k)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let batch = req.batch;
-    let a = answer(s, &snap, &batch, k).await?;
+    let a = answer(s, snap, &batch, k).await?;
     let class: Vec<i64> = a.combined.iter().map(|c| c.class as i64).collect();
     let scores: Vec<f32> = a
         .combined
@@ -341,16 +366,62 @@ async fn infer_inner(
             },
         ],
     };
-    let reply = encode(&resp, &plan).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("reply encoding: {e}"),
+    Ok((resp, a.degraded))
+}
+
+/// The aggregator's side of the OIP gRPC service: the same ensemble, readiness, admission (the OIP infer
+/// route's), timeout and metrics (endpoint label `grpc_infer`) as HTTP.
+pub struct Grpc(pub AppState);
+
+impl vp_server::grpc::OipBackend for Grpc {
+    fn server_name(&self) -> &'static str {
+        "vp-aggregator"
+    }
+    fn ready(&self) -> bool {
+        let snap = self.0.live.snapshot();
+        snap.up_mask().count_ones() as usize >= snap.config.min_variants
+    }
+    fn check_model(&self, path: &ModelPath) -> Result<(), ApiError> {
+        check_model(&self.0.live.snapshot(), path)
+    }
+    fn metadata(&self) -> serde_json::Value {
+        metadata(&self.0.live.snapshot())
+    }
+    fn spec(&self) -> vp_core::InputSpec {
+        self.0.live.snapshot().spec.clone()
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &OUTPUTS
+    }
+    fn admission(&self) -> &Arc<Admission> {
+        &self.0.infer_admission
+    }
+    fn request_timeout(&self) -> Duration {
+        request_timeout(
+            self.0.request_timeout_ms,
+            self.0.live.snapshot().config.deadline_ms,
         )
-    })?;
-    Ok((
-        vp_server::infer_reply(reply.body, reply.header_len),
-        a.degraded,
-    ))
+    }
+    async fn infer(
+        &self,
+        path: ModelPath,
+        req: Result<DecodedRequest, ApiError>,
+    ) -> Result<InferResponse, ApiError> {
+        let started = Instant::now();
+        let snap = self.0.live.snapshot();
+        let result = async {
+            check_model(&snap, &path)?;
+            ensemble_reply(&self.0, &snap, req?).await
+        }
+        .await;
+        record(
+            &self.0,
+            "grpc_infer",
+            started,
+            &result.as_ref().map(|(_, d)| *d).map_err(|e| e.status),
+        );
+        result.map(|(r, _)| r)
+    }
 }
 
 /// `?k=` on /v1/classify.

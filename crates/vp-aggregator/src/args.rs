@@ -14,6 +14,9 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, env = "VP_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// Address of the OIP gRPC endpoint (`inference.GRPCInferenceService`); none when not given.
+    #[arg(long, env = "VP_GRPC_LISTEN")]
+    pub grpc_listen: Option<String>,
     /// Largest batch (N) accepted in one OIP infer request.
     #[arg(long, env = "VP_MAX_BATCH", default_value_t = 64)]
     pub max_batch: usize,

@@ -89,20 +89,33 @@ pub async fn serve(args: Args) -> Result<(), LoadError> {
     tokio::spawn(prober::run(live.clone(), client.clone()));
     tracing::info!(%addr, config = %args.config.display(), "aggregator listening");
     let (infer_admission, classify_admission) = admission(&args, &live, &metrics)?;
-    let app = api::router(
-        api::AppState {
-            live,
-            client,
-            metrics,
-            infer_admission,
-            classify_admission,
-            request_timeout_ms: args.request_timeout_ms,
-        },
-        &args,
-    );
-    vp_server::serve(
-        listener,
-        app,
+    let state = api::AppState {
+        live,
+        client,
+        metrics,
+        infer_admission,
+        classify_admission,
+        request_timeout_ms: args.request_timeout_ms,
+    };
+    let grpc = match &args.grpc_listen {
+        Some(at) => {
+            let l = TcpListener::bind(at)
+                .await
+                .map_err(|e| LoadError::Bind(at.clone(), e))?;
+            let grpc_addr = l.local_addr().map_err(|e| LoadError::Bind(at.clone(), e))?;
+            tracing::info!(addr = %grpc_addr, "aggregator gRPC listening");
+            let limit = state.infer_admission.cost.limit as usize;
+            Some((
+                l,
+                vp_server::grpc::router(Arc::new(api::Grpc(state.clone())), limit),
+            ))
+        }
+        None => None,
+    };
+    let app = api::router(state, &args);
+    vp_server::serve_all(
+        (listener, app),
+        grpc,
         args.limits.conn_limits(),
         vp_server::shutdown_signal(),
     )

@@ -42,6 +42,11 @@ impl ReplyPlan {
         Ok(Self { outputs })
     }
 
+    /// The names of the outputs the reply carries, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.outputs.iter().map(|(n, _)| n.as_str())
+    }
+
     /// All outputs as JSON (what a request without `outputs` and binary parameters gets).
     pub fn json(available: &[&str]) -> Self {
         Self {

@@ -277,7 +277,7 @@ impl RawRequest {
 }
 
 /// N if `shape` is `[N, C, H, W]` of the spec with `1 <= N <= max_batch`.
-fn batch_of(shape: &[i64], spec: &InputSpec) -> Option<usize> {
+pub fn batch_of(shape: &[i64], spec: &InputSpec) -> Option<usize> {
     let [c, h, w] = spec.chw;
     let ok = shape.len() == 4
         && shape[0] >= 1

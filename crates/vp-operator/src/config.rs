@@ -40,6 +40,9 @@ pub const DEFAULT_HOST_PATH_PREFIX: &str = "/var/lib/vp";
 /// the mounted model).
 pub const MEMORY_BUDGET_PERCENT: u64 = 75;
 
+/// Port of the OIP gRPC endpoint of every variant server and aggregator, inside its pod and on its Service.
+pub const GRPC_PORT: i32 = 8081;
+
 fn requests(cpu: &str, memory: &str) -> ResourceRequirements {
     let q = |s: &str| Quantity(s.to_string());
     ResourceRequirements {

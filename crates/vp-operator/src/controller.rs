@@ -5,6 +5,7 @@
 use crate::applied::Applied;
 use crate::config::OperatorConfig;
 use crate::failover::{self, NodeView};
+use crate::gate::Gate;
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context, RESYNC};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -41,6 +42,10 @@ pub struct Scope {
     pub namespace: Option<String>,
     /// At most this many ensembles reconcile at once (0: no limit).
     pub concurrency: u16,
+    /// Failure detection: zone thresholds, eviction rate limit, staleness of the view.
+    pub failover: failover::Settings,
+    /// Opens and closes every write (closed when leadership is lost).
+    pub gate: Gate,
 }
 
 fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
@@ -87,11 +92,16 @@ pub async fn run(
     let pods = watcher(api::<Pod>(&client, ns), managed.clone())
         .default_backoff()
         .reflect_shared(pod_writer);
-    tokio::spawn(drain(nodes, "nodes", None));
-    tokio::spawn(drain(leases, "leases", None));
+    let view = Arc::new(NodeView::new(
+        node_store.clone(),
+        lease_store.clone(),
+        scope.failover.clone(),
+    ));
+    tokio::spawn(drain(nodes, "nodes", None, None));
+    tokio::spawn(drain(leases, "leases", None, Some(view.clone())));
     // The shared stream carries only live objects; a pod that vanishes at once (force-deleted) triggers its
     // ensemble from here.
-    tokio::spawn(drain(pods, "pods", Some(tx.clone())));
+    tokio::spawn(drain(pods, "pods", Some(tx.clone()), None));
     for (what, r) in [
         ("nodes", node_store.wait_until_ready().await),
         ("leases", lease_store.wait_until_ready().await),
@@ -102,7 +112,9 @@ pub async fn run(
             return;
         }
     }
-    let view = Arc::new(NodeView::new(node_store, lease_store));
+    view.api_answered();
+    view.lease_event();
+    let probe = tokio::spawn(failover::probe(client.clone(), view.clone()));
     let ctx = Arc::new(Context {
         client: client.clone(),
         config,
@@ -117,6 +129,7 @@ pub async fn run(
         nodes: view.clone(),
         pods: pod_store.clone(),
         applied: Applied::new(RESYNC),
+        gate: scope.gate.clone(),
     });
     let triggers =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
@@ -138,7 +151,7 @@ pub async fn run(
             .concurrency(scope.concurrency),
     )
     .graceful_shutdown_on(shutdown);
-    tokio::spawn(failover::detect(
+    let detector = tokio::spawn(failover::detect(
         view,
         controller.store(),
         pod_store,
@@ -156,15 +169,18 @@ pub async fn run(
             }
         })
         .await;
+    detector.abort();
+    probe.abort();
     tracing::info!("controller stopped");
 }
 
 /// Drives a watch (its reflector fills the cache) and logs its errors. With `deleted`, a deleted pod triggers a
-/// reconcile of its ensemble.
+/// reconcile of its ensemble; with `seen`, every event counts as contact (the node Lease watch's freshness).
 async fn drain<S, K>(
     stream: S,
     what: &'static str,
     deleted: Option<mpsc::Sender<ObjectRef<VariantEnsemble>>>,
+    seen: Option<Arc<NodeView>>,
 ) where
     S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
     K: Resource + 'static,
@@ -172,6 +188,9 @@ async fn drain<S, K>(
     use futures::StreamExt;
     let mut stream = std::pin::pin!(stream);
     while let Some(item) = stream.next().await {
+        if let (Some(view), Ok(_)) = (&seen, &item) {
+            view.lease_event();
+        }
         match item {
             Err(e) => tracing::warn!(what, error = %e, "watch error (retrying)"),
             Ok(watcher::Event::Delete(obj)) => {

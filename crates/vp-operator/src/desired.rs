@@ -25,7 +25,7 @@ pub use variant::{
     variant_pod, variant_pod_name, variant_service, variant_template,
 };
 
-use crate::config::{HTTP_PORT, MEMORY_BUDGET_PERCENT, OperatorConfig};
+use crate::config::{GRPC_PORT, HTTP_PORT, MEMORY_BUDGET_PERCENT, OperatorConfig};
 use crate::quantity;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
@@ -45,6 +45,8 @@ use vp_api::{EnsembleManifest, VariantEnsemble};
 pub const MANIFEST_KEY: &str = "ensemble.yaml";
 /// Name of the HTTP port of every container and Service the operator creates.
 const PORT_NAME: &str = "http";
+/// Name of the OIP gRPC port (container and Service).
+const GRPC_PORT_NAME: &str = "grpc";
 
 /// A desired object could not be built.
 #[derive(Debug, Error)]
@@ -183,8 +185,8 @@ fn container_security() -> SecurityContext {
     }
 }
 
-/// A data-plane server container: `image`, its own `args` followed by the listen address and JSON logs, the HTTP
-/// port, hardened; probes, resources and mounts are the caller's.
+/// A data-plane server container: `image`, its own `args` followed by the listen addresses (HTTP and OIP gRPC)
+/// and JSON logs, the HTTP and gRPC ports, hardened; probes, resources and mounts are the caller's.
 fn server_container(
     name: &str,
     image: String,
@@ -194,6 +196,8 @@ fn server_container(
     let common = [
         "--listen",
         &format!("0.0.0.0:{HTTP_PORT}"),
+        "--grpc-listen",
+        &format!("0.0.0.0:{GRPC_PORT}"),
         "--log-format",
         "json",
     ]
@@ -209,25 +213,43 @@ fn server_container(
     }
 }
 
-/// The container port every server listens on.
+/// The container ports every server listens on: HTTP and OIP gRPC.
 fn http_container_port() -> Vec<ContainerPort> {
-    vec![ContainerPort {
-        name: Some(PORT_NAME.into()),
-        container_port: HTTP_PORT,
-        protocol: Some("TCP".into()),
-        ..ContainerPort::default()
-    }]
+    [(PORT_NAME, HTTP_PORT), (GRPC_PORT_NAME, GRPC_PORT)]
+        .map(|(name, port)| ContainerPort {
+            name: Some(name.into()),
+            container_port: port,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        })
+        .to_vec()
 }
 
-/// A Service port `port` forwarding to the container's named HTTP port.
+/// The Service ports: `port` forwarding to the container's named HTTP port, and the gRPC port (`appProtocol`
+/// `kubernetes.io/h2c`: gRPC without TLS) on [`GRPC_PORT`], or on the next port when `port` is that one.
 fn http_service_port(port: i32) -> Vec<ServicePort> {
-    vec![ServicePort {
-        name: Some(PORT_NAME.into()),
-        port,
-        target_port: Some(IntOrString::String(PORT_NAME.into())),
-        protocol: Some("TCP".into()),
-        ..ServicePort::default()
-    }]
+    let grpc = if port == GRPC_PORT {
+        GRPC_PORT + 1
+    } else {
+        GRPC_PORT
+    };
+    vec![
+        ServicePort {
+            name: Some(PORT_NAME.into()),
+            port,
+            target_port: Some(IntOrString::String(PORT_NAME.into())),
+            protocol: Some("TCP".into()),
+            ..ServicePort::default()
+        },
+        ServicePort {
+            name: Some(GRPC_PORT_NAME.into()),
+            port: grpc,
+            target_port: Some(IntOrString::String(GRPC_PORT_NAME.into())),
+            protocol: Some("TCP".into()),
+            app_protocol: Some("kubernetes.io/h2c".into()),
+            ..ServicePort::default()
+        },
+    ]
 }
 
 /// An HTTP GET probe of `path` on the named port; `None` fields keep Kubernetes' defaults.
@@ -262,3 +284,37 @@ fn non_empty_map(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, Stri
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn servers_expose_http_and_grpc() {
+        let c = server_container("v", "img".into(), None, Vec::new());
+        let args = c.args.expect("args");
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--grpc-listen", "0.0.0.0:8081"])
+        );
+        let ports: Vec<_> = c
+            .ports
+            .expect("ports")
+            .into_iter()
+            .map(|p| (p.name.unwrap_or_default(), p.container_port))
+            .collect();
+        assert_eq!(ports, [("http".into(), 8080), ("grpc".into(), 8081)]);
+        let svc = http_service_port(9000);
+        assert_eq!((svc[0].name.as_deref(), svc[0].port), (Some("http"), 9000));
+        assert_eq!(
+            (
+                svc[1].name.as_deref(),
+                svc[1].port,
+                svc[1].app_protocol.as_deref()
+            ),
+            (Some("grpc"), 8081, Some("kubernetes.io/h2c"))
+        );
+        // A spec that puts HTTP on 8081 moves gRPC to the next port (Service ports must differ).
+        assert_eq!(http_service_port(8081)[1].port, 8082);
+    }
+}

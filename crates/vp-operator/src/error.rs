@@ -17,6 +17,9 @@ pub enum Error {
     /// A desired object could not be built.
     #[error(transparent)]
     Build(#[from] crate::desired::BuildError),
+    /// A write was refused: this replica no longer leads.
+    #[error(transparent)]
+    NotLeading(#[from] crate::gate::Closed),
     /// The ensemble lacks a namespace (it is namespaced; only a malformed object can lack it).
     #[error("ensemble {0} has no namespace")]
     NoNamespace(String),
@@ -36,6 +39,7 @@ impl Error {
         match self {
             Self::Kube { .. } => "kube",
             Self::Build(_) => "build",
+            Self::NotLeading(_) => "not_leading",
             Self::NoNamespace(_) => "no_namespace",
         }
     }

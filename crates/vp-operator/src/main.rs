@@ -12,7 +12,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use vp_api::VariantEnsemble;
 use vp_operator::config::{DEFAULT_HOST_PATH_PREFIX, OperatorConfig};
-use vp_operator::{controller, http, leader, metrics::Metrics};
+use vp_operator::disruption::Knobs;
+use vp_operator::gate::Gate;
+use vp_operator::{controller, failover, http, leader, metrics::Metrics};
 use vp_server::LogFormat;
 
 /// Kubernetes operator for variant-parallel ensembles (VariantEnsemble, vp.dev/v1alpha1).
@@ -78,7 +80,57 @@ struct Args {
     /// This replica's identity (defaults to the host name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Leader election: how long a silent leader keeps the Lease (standbys wait this plus the retry period).
+    #[arg(long, env = "VP_LEADER_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    leader_lease_duration_seconds: u64,
+    /// Leader election: a leader that has not renewed for this long stops acting (< lease duration).
+    #[arg(long, env = "VP_LEADER_RENEW_DEADLINE_SECONDS", default_value_t = 10)]
+    leader_renew_deadline_seconds: u64,
+    /// Leader election: how often to renew or retry (< renew deadline).
+    #[arg(long, env = "VP_LEADER_RETRY_PERIOD_SECONDS", default_value_t = 2)]
+    leader_retry_period_seconds: u64,
+    /// A zone (topology.kubernetes.io/zone) with more than this share of its nodes failed at once is
+    /// disrupted: no variant moves off its nodes.
+    #[arg(long, env = "VP_UNHEALTHY_ZONE_THRESHOLD", default_value_t = 0.5)]
+    unhealthy_zone_threshold: f64,
+    /// Nodes per second, per zone, whose variants may start moving (token bucket; starts empty after a pause).
+    #[arg(long, env = "VP_EVICTION_RATE", default_value_t = 1.0)]
+    eviction_rate: f64,
+    /// Nodes per zone whose variants may start moving at once.
+    #[arg(long, env = "VP_EVICTION_BURST", default_value_t = 10)]
+    eviction_burst: u32,
+    /// How often nodes renew their Lease (the kubelet's nodeLeaseDurationSeconds / 4).
+    #[arg(long, env = "VP_NODE_RENEW_INTERVAL_SECONDS", default_value_t = 10)]
+    node_renew_interval_seconds: u64,
+    /// A node whose Lease is silent this long is overdue: moves in its zone wait until it renews or fails.
+    #[arg(long, env = "VP_NODE_OVERDUE_AFTER_SECONDS", default_value_t = 11)]
+    node_overdue_after_seconds: u64,
+    /// The view is stale (no variant moves) when the API server has not answered for this long.
+    #[arg(long, env = "VP_VIEW_STALE_AFTER_SECONDS", default_value_t = 10)]
+    view_stale_after_seconds: u64,
 }
+
+/// Failure detection settings from the flags.
+fn failover_settings(a: &Args) -> Result<failover::Settings, String> {
+    let knobs = Knobs {
+        unhealthy_threshold: a.unhealthy_zone_threshold,
+        renew_interval: Duration::from_secs(a.node_renew_interval_seconds),
+        overdue_after: Duration::from_secs(a.node_overdue_after_seconds),
+        eviction_rate: a.eviction_rate,
+        eviction_burst: a.eviction_burst,
+    };
+    knobs.validate()?;
+    if a.view_stale_after_seconds == 0 {
+        return Err("--view-stale-after-seconds must be at least 1".into());
+    }
+    Ok(failover::Settings {
+        knobs,
+        stale_after: Duration::from_secs(a.view_stale_after_seconds),
+    })
+}
+
+/// How long a controller may take to stop after leadership was lost (its writes are refused already).
+const STOP_AFTER_LOSS: Duration = Duration::from_secs(5);
 
 fn resources(
     flag: &str,
@@ -151,6 +203,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 
 async fn run(args: Args) -> Result<ExitCode, String> {
     let config = operator_config(&args)?;
+    let settings = failover_settings(&args)?;
     let metrics = Metrics::new().map_err(|e| format!("metrics: {e}"))?;
     let client = kube::Client::try_default()
         .await
@@ -179,15 +232,27 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("vp-operator-{}", std::process::id()));
+    let gate = Gate::open();
     let leadership = if args.leader_elect {
         let election = leader::Election {
-            namespace: args.namespace.clone(),
-            name: args.lease_name.clone(),
-            identity: identity.clone(),
-            lease_duration: Duration::from_secs(15),
-            retry: Duration::from_secs(2),
+            lease_duration: Duration::from_secs(args.leader_lease_duration_seconds),
+            renew_deadline: Duration::from_secs(args.leader_renew_deadline_seconds),
+            retry: Duration::from_secs(args.leader_retry_period_seconds),
+            ..leader::Election::new(
+                args.namespace.clone(),
+                args.lease_name.clone(),
+                identity.clone(),
+            )
         };
-        match leader::lead(client.clone(), election, stopped(stop_rx.clone())).await {
+        election.validate()?;
+        match leader::lead(
+            client.clone(),
+            election,
+            gate.clone(),
+            stopped(stop_rx.clone()),
+        )
+        .await
+        {
             Some(l) => Some(l),
             None => {
                 server.abort();
@@ -203,6 +268,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     };
     let stop = stopped(stop_rx.clone());
     let lost = leadership.as_ref().map(leader::Leadership::lost);
+    let lost_too = leadership.as_ref().map(leader::Leadership::lost);
     let shutdown = async move {
         match lost {
             Some(lost) => tokio::select! { () = stop => {}, () = lost => {} },
@@ -214,8 +280,27 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         identity,
         namespace: args.watch_namespace.clone(),
         concurrency: args.reconcile_concurrency,
+        failover: settings,
+        gate,
     };
-    controller::run(client, config, metrics.clone(), scope, ready, shutdown).await;
+    let run = controller::run(client, config, metrics.clone(), scope, ready, shutdown);
+    // A lost leader stops acting at once (the gate refuses its writes) and exits soon after, even when a
+    // reconcile hangs on a frozen connection.
+    let gauge = metrics.clone();
+    let give_up = async move {
+        match lost_too {
+            Some(lost) => {
+                lost.await;
+                gauge.leader.set(0);
+                tokio::time::sleep(STOP_AFTER_LOSS).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = run => {}
+        () = give_up => tracing::warn!("the controller did not stop within {STOP_AFTER_LOSS:?} of losing leadership"),
+    }
     metrics.leader.set(0);
     if let Some(l) = leadership {
         if l.was_lost() {

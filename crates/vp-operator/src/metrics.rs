@@ -2,8 +2,8 @@
 //! base units, counters end in `_total`, latencies are histograms.
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the operator exports.
@@ -34,6 +34,12 @@ pub struct Metrics {
     pub accuracy: GaugeVec,
     /// 1 while this replica leads.
     pub leader: IntGauge,
+    /// Per zone: 0 Normal, 1 PartialDisruption, 2 FullDisruption.
+    pub disruption: IntGaugeVec,
+    /// 1 while moves are paused somewhere (a disrupted zone or a stale view).
+    pub moves_paused: IntGauge,
+    /// 1 while the operator's view is stale.
+    pub view_stale: IntGauge,
 }
 
 impl Metrics {
@@ -91,6 +97,21 @@ impl Metrics {
                 ens,
             )?,
             leader: IntGauge::new("vp_operator_leader", "1 while this replica is the leader")?,
+            disruption: IntGaugeVec::new(
+                Opts::new(
+                    "vp_operator_disruption_state",
+                    "Zone state: 0 Normal, 1 PartialDisruption, 2 FullDisruption (no variant moves off its nodes)",
+                ),
+                &["zone"],
+            )?,
+            moves_paused: IntGauge::new(
+                "vp_operator_moves_paused",
+                "1 while variant moves are paused somewhere (a disrupted zone or a stale view)",
+            )?,
+            view_stale: IntGauge::new(
+                "vp_operator_view_stale",
+                "1 while the API server does not answer the operator or its node Lease watch is silent",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.reconciles.clone()))?;
@@ -105,6 +126,9 @@ impl Metrics {
         m.registry.register(Box::new(m.desired.clone()))?;
         m.registry.register(Box::new(m.accuracy.clone()))?;
         m.registry.register(Box::new(m.leader.clone()))?;
+        m.registry.register(Box::new(m.disruption.clone()))?;
+        m.registry.register(Box::new(m.moves_paused.clone()))?;
+        m.registry.register(Box::new(m.view_stale.clone()))?;
         m.reconciles.with_label_values::<&str>(&[]).inc_by(0);
         Ok(m)
     }
@@ -143,12 +167,17 @@ mod tests {
         m.failover
             .with_label_values(&["LeaseExpired"])
             .observe(23.0);
+        m.disruption.with_label_values(&["site-a"]).set(2);
+        m.moves_paused.set(1);
         let text = m.render();
         for name in [
             "vp_operator_reconciles_total",
             "vp_operator_reschedules_total{reason=\"LeaseExpired\"} 1",
             "vp_ensemble_available_variants{ensemble=\"fm\",namespace=\"edge\"} 3",
             "vp_operator_failover_seconds_bucket{reason=\"LeaseExpired\",le=\"25\"} 1",
+            "vp_operator_disruption_state{zone=\"site-a\"} 2",
+            "vp_operator_moves_paused 1",
+            "vp_operator_view_stale 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

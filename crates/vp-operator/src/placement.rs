@@ -77,7 +77,7 @@ pub struct Placement {
 
 /// Why a node cannot take variants of this ensemble at all (independent of the variant).
 fn exclusion(node: &NodeInfo, c: &Constraints) -> Option<String> {
-    if let Health::Failed(r) = &node.health {
+    if let Some(r) = node.health.failure() {
         return Some(format!("failed ({r})"));
     }
     if node.unschedulable {
@@ -103,8 +103,17 @@ fn exclusion(node: &NodeInfo, c: &Constraints) -> Option<String> {
     None
 }
 
+/// Taints the node lifecycle controller sets from node health (unreachable, not-ready). The operator judges
+/// health itself (its grace, zones, a stale view), so these do not exclude a node: otherwise a node that comes
+/// back after a disruption would shed its variants in the seconds before Kubernetes lifts the taint.
+pub const HEALTH_TAINTS: [&str; 2] = [
+    "node.kubernetes.io/unreachable",
+    "node.kubernetes.io/not-ready",
+];
+
 fn blocks(t: &Taint) -> bool {
-    t.effect == "NoSchedule" || t.effect == "NoExecute"
+    (t.effect == "NoSchedule" || t.effect == "NoExecute")
+        && !HEALTH_TAINTS.contains(&t.key.as_str())
 }
 
 fn describe_taint(t: &Taint) -> String {

@@ -127,6 +127,8 @@ pub struct Plan {
     pub reschedules: Vec<Reschedule>,
     /// Replacement pods that became ready.
     pub recovered: Vec<Recovery>,
+    /// Why an aggregator pod on a failed node was left where it is (for the status).
+    pub aggregator_held: Option<String>,
 }
 
 /// Decides. Never fails: problems end up in the status and events.
@@ -155,7 +157,7 @@ pub fn plan(input: &Inputs<'_>) -> Plan {
     };
     let nodes: BTreeMap<&str, &NodeInfo> =
         input.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
-    let aggregators_serving = aggregator::judge(input.aggregator_pods, &nodes, &mut out);
+    let aggregators_serving = aggregator::judge(input, &nodes, &mut out);
     let variants = variants::plan(input, valid.manifest, &nodes, &old, &mut out);
     status::summarise(
         input,

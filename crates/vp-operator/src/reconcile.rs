@@ -48,6 +48,8 @@ pub struct Context {
     pub pods: Store<Pod>,
     /// What was applied lately (skips applies that would change nothing; expires at the resync period).
     pub applied: Applied,
+    /// Every write passes it (closed when leadership is lost).
+    pub gate: crate::gate::Gate,
 }
 
 /// Reconciles one ensemble: gather, validate, plan, apply, update status.

@@ -21,6 +21,8 @@ use tokio::task::JoinHandle;
 use vp_api::{ConditionType, VariantEnsemble};
 use vp_operator::config::OperatorConfig;
 use vp_operator::controller::{self, Scope};
+use vp_operator::failover;
+use vp_operator::gate::Gate;
 use vp_operator::metrics::Metrics;
 use vp_testenv::wait::{Poll, until};
 use vp_testenv::{ControlPlane, NodeSpec, TestNamespace, unique_name};
@@ -109,15 +111,22 @@ struct Operator {
 
 impl Operator {
     fn start(ns: &TestNamespace) -> Self {
+        Self::start_with(ns, ns.client().clone())
+    }
+
+    /// An operator whose API calls go through `client` (e.g. through a [`vp_testenv::Proxy`]).
+    fn start_with(ns: &TestNamespace, client: kube::Client) -> Self {
         let metrics = Metrics::new().expect("metrics");
         let (tx, rx) = oneshot::channel();
         let scope = Scope {
             identity: format!("test-{}", ns.name()),
             namespace: Some(ns.name().to_string()),
             concurrency: 16,
+            failover: failover::Settings::default(),
+            gate: Gate::open(),
         };
         let task = tokio::spawn(controller::run(
-            ns.client().clone(),
+            client,
             OperatorConfig::default(),
             metrics.clone(),
             scope,
@@ -892,6 +901,8 @@ async fn runs_with_only_the_documented_rbac() -> Result<(), Fail> {
         identity: "rbac-test".into(),
         namespace: Some(ns.name().to_string()),
         concurrency: 16,
+        failover: failover::Settings::default(),
+        gate: Gate::open(),
     };
     let task = tokio::spawn(controller::run(
         client,
@@ -930,10 +941,17 @@ async fn runs_with_only_the_documented_rbac() -> Result<(), Fail> {
 struct OperatorProcess {
     child: std::process::Child,
     port: u16,
+    log: std::path::PathBuf,
 }
 
 impl OperatorProcess {
     fn start(cp: &ControlPlane, ns: &TestNamespace, identity: &str) -> Self {
+        Self::start_with(cp.kubeconfig(), ns, identity)
+    }
+
+    /// A process whose API calls use `kubeconfig` (e.g. one pointing at a [`vp_testenv::Proxy`]); every write it
+    /// lets through its write gate is logged (the audit).
+    fn start_with(kubeconfig: &std::path::Path, ns: &TestNamespace, identity: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -942,7 +960,8 @@ impl OperatorProcess {
         let out = std::fs::File::create(&log).expect("operator log");
         let err = out.try_clone().expect("operator log");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_vp-operator"))
-            .env("KUBECONFIG", cp.kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,vp_operator::write=debug")
             .env_remove("VP_WATCH_NAMESPACE")
             .env_remove("POD_NAMESPACE")
             .args(["--listen", &format!("127.0.0.1:{port}"), "--leader-elect"])
@@ -952,7 +971,7 @@ impl OperatorProcess {
             .stderr(err)
             .spawn()
             .expect("start vp-operator");
-        Self { child, port }
+        Self { child, port, log }
     }
 
     /// The `vp_operator_leader` gauge from /metrics (None while it does not answer).
@@ -969,6 +988,11 @@ impl OperatorProcess {
         text.lines()
             .find_map(|l| l.strip_prefix("vp_operator_leader "))
             .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Whether the process has exited.
+    fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// Sends a signal and waits for the process to exit.
@@ -1089,3 +1113,8 @@ async fn leader_election_hands_over_on_shutdown_and_on_crash() -> Result<(), Fai
     drop(a);
     Ok(())
 }
+
+#[path = "cluster/disruption.rs"]
+mod disruption;
+#[path = "cluster/leader.rs"]
+mod leader;

@@ -1,12 +1,13 @@
 //! Serving a router over TCP with limits against slow and idle clients: a cap on open connections (the accept
 //! loop waits for a free slot, so descriptors stay bounded), hyper's header-read timeout (a client that sends
 //! its request head too slowly is disconnected), and an idle timeout (a keep-alive connection with no request in
-//! flight and no bytes moving is closed). axum's own `serve` has none of these.
+//! flight and no bytes moving is closed). axum's own `serve` has none of these. The same loop serves gRPC over
+//! HTTP/2 ([`serve_grpc`]), where the header-read timeout becomes a keep-alive ping that closes dead peers.
 
 use axum::Router;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -122,6 +123,14 @@ impl AsyncWrite for Watched {
     }
 }
 
+/// The wire protocol of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    /// HTTP/2 only (gRPC).
+    Http2,
+}
+
 /// Serves `app` on `listener` (HTTP/1.1) with `limits` until `shutdown` resolves, then stops accepting, lets
 /// every open connection finish its current request and returns when all are closed.
 pub async fn serve(
@@ -129,6 +138,58 @@ pub async fn serve(
     app: Router,
     limits: ConnLimits,
     shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    serve_with(listener, app, limits, shutdown, Protocol::Http1).await
+}
+
+/// Serves a gRPC router ([`crate::grpc::router`]) on `listener` over HTTP/2 with the same connection cap, idle
+/// timeout and graceful shutdown as [`serve`]; a peer that stops answering keep-alive pings (sent every
+/// header-read timeout) is disconnected.
+pub async fn serve_grpc(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    serve_with(listener, app, limits, shutdown, Protocol::Http2).await
+}
+
+/// Serves `http` (HTTP/1.1) and, when given, `grpc` (HTTP/2) until `shutdown` resolves, then drains both.
+pub async fn serve_all(
+    http: (TcpListener, Router),
+    grpc: Option<(TcpListener, Router)>,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let servers = async {
+        let h = serve(http.0, http.1, limits, stopped(stop_rx.clone()));
+        match grpc {
+            Some((l, app)) => {
+                let g = serve_grpc(l, app, limits, stopped(stop_rx.clone()));
+                tokio::try_join!(h, g).map(|_| ())
+            }
+            None => h.await,
+        }
+    };
+    tokio::pin!(servers);
+    tokio::select! {
+        r = &mut servers => return r,
+        () = shutdown => {}
+    }
+    let _ = stop_tx.send(true);
+    servers.await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()>,
+    protocol: Protocol,
 ) -> io::Result<()> {
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let slots = Arc::new(Semaphore::new(max));
@@ -158,6 +219,7 @@ pub async fn serve(
             limits,
             stop_rx.clone(),
             slot,
+            protocol,
         ));
     }
     drop(listener);
@@ -172,8 +234,9 @@ async fn connection(
     stream: TcpStream,
     app: Router,
     limits: ConnLimits,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
+    protocol: Protocol,
 ) {
     let activity = Arc::new(Activity::new());
     activity.touch();
@@ -191,10 +254,64 @@ async fn connection(
             r
         }
     });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .serve_connection(io, service);
+    match protocol {
+        Protocol::Http1 => {
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(io, service);
+            drive(conn, &activity, limits, stop).await;
+        }
+        Protocol::Http2 => {
+            let conn = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(limits.header_read_timeout)
+                .keep_alive_timeout(limits.header_read_timeout)
+                .max_concurrent_streams(256)
+                .serve_connection(io, service);
+            drive(conn, &activity, limits, stop).await;
+        }
+    }
+}
+
+/// A hyper server connection that can be told to finish its requests and close.
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for http1::Connection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming>,
+    S::ResBody: hyper::body::Body + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S> Graceful for http2::Connection<I, S, TokioExecutor>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming>,
+    S::Future: Send + 'static,
+    S::ResBody: hyper::body::Body + Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Runs `conn` to its end, closing it gracefully on shutdown or when it has been idle too long.
+async fn drive<C: Graceful>(
+    conn: C,
+    activity: &Activity,
+    limits: ConnLimits,
+    mut stop: watch::Receiver<bool>,
+) {
     tokio::pin!(conn);
     let period = (limits.idle_timeout / 4).max(Duration::from_millis(50));
     let mut tick = tokio::time::interval(period);
@@ -209,13 +326,13 @@ async fn connection(
                 break;
             }
             _ = stop.changed(), if !closing => {
-                conn.as_mut().graceful_shutdown();
+                conn.as_mut().graceful();
                 closing = true;
             }
             _ = tick.tick(), if !closing => {
                 if activity.idle_for() >= limits.idle_timeout {
                     tracing::debug!("closing an idle connection");
-                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().graceful();
                     closing = true;
                 }
             }

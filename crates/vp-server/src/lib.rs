@@ -1,15 +1,16 @@
-//! HTTP server plumbing shared by the variant server and the aggregator: logging set-up, shutdown on
-//! Ctrl-C/SIGTERM, JSON error replies, JSON body parsing with clear messages, the `/metrics` handler, and the
-//! defences against hostile load (connection limits, load shedding, memory budget).
+//! Server plumbing shared by the variant server and the aggregator: logging set-up, shutdown on Ctrl-C/SIGTERM,
+//! JSON error replies, JSON body parsing with clear messages, the `/metrics` handler, the defences against
+//! hostile load (connection limits, load shedding, memory budget), and the OIP gRPC service ([`grpc`]).
 
 pub mod budget;
 pub mod conn;
 pub mod flags;
+pub mod grpc;
 pub mod oip_http;
 pub mod shed;
 
 pub use budget::{BudgetError, MemoryBudget, Reservation};
-pub use conn::{ConnLimits, serve};
+pub use conn::{ConnLimits, serve, serve_all, serve_grpc};
 pub use flags::LimitFlags;
 pub use oip_http::{ModelPath, header_length, infer_reply, json_errors};
 pub use shed::{Admission, BodyCost, Overloaded, Shedder};

@@ -24,6 +24,9 @@
 //! # let _ = client; Ok(()) }
 //! ```
 //!
+//! [`Proxy`] is a pausable TCP proxy in front of the API server: give a client under test a kubeconfig or
+//! client through it, then freeze, thaw or cut its traffic while the rest of the cluster goes on.
+//!
 //! When the binary is missing the calls fail with [`Error::BinaryMissing`], whose message says to run
 //! `scripts/setup.sh`. Set `VP_TESTENV_DATA_DIR` to the data directory of a control plane started with
 //! `scripts/controlplane.sh up` to make [`ControlPlane::shared`] use it instead of starting one.
@@ -34,6 +37,7 @@ mod error;
 mod http;
 mod namespace;
 mod nodes;
+mod proxy;
 mod shared;
 mod state;
 pub mod wait;
@@ -43,5 +47,6 @@ pub use control_plane::{ControlPlane, StartOptions};
 pub use error::Error;
 pub use namespace::{TestNamespace, unique_name};
 pub use nodes::{NodeInfo, NodeSpec, NodeState};
+pub use proxy::Proxy;
 pub use shared::DATA_DIR_ENV;
 pub use state::State;

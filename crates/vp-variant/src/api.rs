@@ -1,5 +1,5 @@
-//! HTTP API of the variant server (OIP v2 REST, JSON and the binary tensor extension, with or without a model
-//! version in the path): health, metadata, infer, metrics.
+//! API of the variant server: OIP v2 REST (JSON and the binary tensor extension, with or without a model
+//! version in the path: health, metadata, infer, metrics) and the same model's side of the OIP gRPC service.
 
 use crate::Args;
 use crate::loader::{LoadError, Loaded};
@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use vp_core::oip::topk_response;
+use vp_core::oip::{InferResponse, topk_response};
 use vp_core::reply::{ReplyPlan, encode};
-use vp_core::{InputSpec, decode_infer, k_from_request, top_k};
+use vp_core::{DecodedRequest, InputSpec, decode_infer, k_from_request, top_k};
 use vp_infer::Model;
 use vp_server::{Admission, ApiError, BodyCost, MemoryBudget, ModelPath, Shedder, body_error};
 
@@ -38,6 +38,8 @@ pub struct AppState {
     /// The one thread that runs batches too large to run inline (or any batch while the model is busy).
     worker: Arc<Semaphore>,
     pub admission: Arc<Admission>,
+    /// `--request-timeout-ms`.
+    pub request_timeout: Duration,
 }
 
 /// Memory the server keeps for itself out of `--memory-budget-mib`: runtime, ONNX Runtime with the loaded model,
@@ -91,6 +93,7 @@ impl AppState {
                 budget,
                 cost,
             }),
+            request_timeout: Duration::from_millis(args.request_timeout_ms),
         })
     }
 
@@ -146,7 +149,63 @@ impl AppState {
         Ok(out)
     }
 
-    fn check_model(&self, path: &ModelPath) -> Result<(), ApiError> {
+    /// The model's metadata (`GET /v2/models/{name}`; gRPC ModelMetadata carries all but the parameters).
+    pub fn metadata(&self) -> serde_json::Value {
+        let [c, h, w] = self.spec.chw;
+        json!({
+            "name": self.name,
+            "versions": vp_server::oip_http::VERSIONS,
+            "platform": "onnxruntime_onnx",
+            "inputs": [{"name": self.spec.name, "datatype": "UINT8", "shape": [-1, c, h, w]}],
+            "outputs": [
+                {"name": "classes", "datatype": "INT64", "shape": [-1, -1]},
+                {"name": "probs", "datatype": "FP32", "shape": [-1, -1]}
+            ],
+            "parameters": {
+                "family": self.family,
+                "sha256": self.sha256,
+                "classes": self.classes,
+                "default_k": self.default_k,
+                "max_k": self.classes / 2,
+                "max_batch": self.spec.max_batch
+            }
+        })
+    }
+
+    /// Counts one infer request (HTTP or gRPC) in the request metrics.
+    pub fn record<T>(&self, started: Instant, result: &Result<T, ApiError>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) if e.status.is_client_error() => "client_error",
+            Err(_) => "server_error",
+        };
+        self.metrics.requests.with_label_values(&[outcome]).inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[outcome])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Answers a decoded request: its k, the model, the top-k reply (both protocols).
+    pub async fn answer(&self, req: DecodedRequest) -> Result<InferResponse, ApiError> {
+        let k = k_from_request(req.k.as_ref(), self.classes, self.default_k)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let batch = req.batch;
+        if !self.ready.load(Ordering::SeqCst) {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "model is warming up; retry shortly",
+            ));
+        }
+        let probs = self.infer(batch.data, batch.n).await?;
+        let rows: Vec<_> = probs
+            .chunks(self.classes)
+            .map(|row| top_k(row, k))
+            .collect();
+        Ok(topk_response(&self.name, req.id, &rows, k))
+    }
+
+    pub fn check_model(&self, path: &ModelPath) -> Result<(), ApiError> {
         if path.name != self.name {
             return Err(ApiError::not_found(format!(
                 "unknown model {:?}; this server serves {:?}",
@@ -214,6 +273,48 @@ async fn server_metadata() -> Json<serde_json::Value> {
     )
 }
 
+/// The gRPC side of the same server: same model, readiness, admission, timeout and metrics.
+impl vp_server::grpc::OipBackend for AppState {
+    fn server_name(&self) -> &'static str {
+        "vp-variant"
+    }
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+    fn check_model(&self, path: &ModelPath) -> Result<(), ApiError> {
+        AppState::check_model(self, path)
+    }
+    fn metadata(&self) -> serde_json::Value {
+        AppState::metadata(self)
+    }
+    fn spec(&self) -> InputSpec {
+        self.spec.clone()
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &OUTPUTS
+    }
+    fn admission(&self) -> &Arc<Admission> {
+        &self.admission
+    }
+    fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+    async fn infer(
+        &self,
+        path: ModelPath,
+        req: Result<DecodedRequest, ApiError>,
+    ) -> Result<InferResponse, ApiError> {
+        let started = Instant::now();
+        let result = async {
+            self.check_model(&path)?;
+            self.answer(req?).await
+        }
+        .await;
+        self.record(started, &result);
+        result
+    }
+}
+
 fn ready_reply(s: &AppState) -> Response {
     if s.ready.load(Ordering::SeqCst) {
         Json(json!({"ready": true})).into_response()
@@ -243,25 +344,7 @@ async fn model_metadata(
     Path(path): Path<ModelPath>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     s.check_model(&path)?;
-    let [c, h, w] = s.spec.chw;
-    Ok(Json(json!({
-        "name": s.name,
-        "versions": vp_server::oip_http::VERSIONS,
-        "platform": "onnxruntime_onnx",
-        "inputs": [{"name": s.spec.name, "datatype": "UINT8", "shape": [-1, c, h, w]}],
-        "outputs": [
-            {"name": "classes", "datatype": "INT64", "shape": [-1, -1]},
-            {"name": "probs", "datatype": "FP32", "shape": [-1, -1]}
-        ],
-        "parameters": {
-            "family": s.family,
-            "sha256": s.sha256,
-            "classes": s.classes,
-            "default_k": s.default_k,
-            "max_k": s.classes / 2,
-            "max_batch": s.spec.max_batch
-        }
-    })))
+    Ok(Json(s.metadata()))
 }
 
 async fn infer(
@@ -272,16 +355,7 @@ async fn infer(
 ) -> Response {
     let started = Instant::now();
     let result = infer_inner(&s, &path, &headers, body).await;
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(e) if e.status.is_client_error() => "client_error",
-        Err(_) => "server_error",
-    };
-    s.metrics.requests.with_label_values(&[outcome]).inc();
-    s.metrics
-        .request_duration
-        .with_label_values(&[outcome])
-        .observe(started.elapsed().as_secs_f64());
+    s.record(started, &result);
     match result {
         Ok(r) => r,
         Err(e) => {
@@ -306,18 +380,7 @@ async fn infer_inner(
     .await?
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let plan = ReplyPlan::new(&req, &OUTPUTS).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let k = k_from_request(req.k.as_ref(), s.classes, s.default_k)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let batch = req.batch;
-    if !s.ready.load(Ordering::SeqCst) {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "model is warming up; retry shortly",
-        ));
-    }
-    let probs = s.infer(batch.data, batch.n).await?;
-    let rows: Vec<_> = probs.chunks(s.classes).map(|row| top_k(row, k)).collect();
-    let reply = encode(&topk_response(&s.name, req.id, &rows, k), &plan).map_err(|e| {
+    let reply = encode(&s.answer(req).await?, &plan).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("reply encoding: {e}"),

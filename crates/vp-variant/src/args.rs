@@ -4,7 +4,7 @@ use clap::Parser;
 use std::path::PathBuf;
 use vp_server::{LimitFlags, LogFormat};
 
-/// Serve one variant of a family over Open Inference Protocol v2 REST.
+/// Serve one variant of a family over Open Inference Protocol v2 (REST, and gRPC with --grpc-listen).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "vp-variant", version)]
 pub struct Args {
@@ -17,6 +17,9 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, env = "VP_LISTEN", default_value = "127.0.0.1:9101")]
     pub listen: String,
+    /// Address of the OIP gRPC endpoint (`inference.GRPCInferenceService`); none when not given.
+    #[arg(long, env = "VP_GRPC_LISTEN")]
+    pub grpc_listen: Option<String>,
     /// k used when a request does not set parameters.k (1 <= k <= classes/2).
     #[arg(long, env = "VP_DEFAULT_K", default_value_t = 3)]
     pub default_k: i64,

@@ -1,5 +1,5 @@
-//! Variant server: serves one ONNX model of a family over Open Inference Protocol v2 REST and replies with the
-//! top-k classes of each sample. One process per edge device.
+//! Variant server: serves one ONNX model of a family over Open Inference Protocol v2 (REST, and gRPC on its own
+//! port) and replies with the top-k classes of each sample. One process per edge device.
 
 mod api;
 mod args;
@@ -26,6 +26,18 @@ pub async fn serve(args: Args) -> Result<(), LoadError> {
         .map_err(|e| LoadError::Bind(args.listen.clone(), e))?;
     let app = api::router(state.clone(), &args);
     tracing::info!(variant = %state.name, %addr, "listening (live, not ready until warm-up)");
+    let grpc = match &args.grpc_listen {
+        Some(at) => {
+            let l = TcpListener::bind(at)
+                .await
+                .map_err(|e| LoadError::Bind(at.clone(), e))?;
+            let grpc_addr = l.local_addr().map_err(|e| LoadError::Bind(at.clone(), e))?;
+            tracing::info!(variant = %state.name, addr = %grpc_addr, "gRPC listening");
+            let limit = args.body_limit(state.spec.sample_len());
+            Some((l, vp_server::grpc::router(state.clone(), limit)))
+        }
+        None => None,
+    };
     let warm = state.clone();
     tokio::spawn(async move {
         match warm.warm_up().await {
@@ -39,9 +51,9 @@ pub async fn serve(args: Args) -> Result<(), LoadError> {
             }
         }
     });
-    vp_server::serve(
-        listener,
-        app,
+    vp_server::serve_all(
+        (listener, app),
+        grpc,
         args.limits.conn_limits(),
         vp_server::shutdown_signal(),
     )

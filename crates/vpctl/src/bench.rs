@@ -1,12 +1,15 @@
 //! `vpctl bench`: data-plane benchmarks on this machine, every comparison measured in the same run: bare ONNX
-//! Runtime `run` vs the variant server over HTTP (batch 1), each variant vs the baseline model, the aggregator
-//! vs the slowest variant it waits for, and bytes on the wire per request and reply.
+//! Runtime `run` vs the variant server (batch 1) over HTTP JSON, HTTP with the binary tensor extension and gRPC,
+//! each variant vs the baseline model, the aggregator vs the slowest variant it waits for (over HTTP and over
+//! gRPC), a client's own fan-out to all variants over JSON and over gRPC, and bytes on the wire per request and
+//! reply.
 
 use crate::CliError;
 use crate::procs::{client, find_binary, wait_ready};
 use crate::stats::{ms, quantile};
 use crate::testset::{DEFAULT_DIR, TestSet};
 use crate::verify::read_manifest;
+use crate::wire::{GrpcClient, Input, binary_body, grpc_connect, grpc_request, json_body};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -64,6 +67,11 @@ struct ModelResult {
     http: Option<Lat>,
     request_bytes: Option<usize>,
     reply_bytes: Option<usize>,
+    /// HTTP with the binary tensor extension (binary request and reply).
+    http_binary: Lat,
+    grpc: Lat,
+    grpc_request_bytes: usize,
+    grpc_reply_bytes: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -75,7 +83,9 @@ struct Results {
     load_average: String,
     models: Vec<ModelResult>,
     aggregator_all: Lat,
+    aggregator_all_grpc: Lat,
     direct_fanout_all: Lat,
+    direct_fanout_all_grpc: Lat,
     aggregator_all_variants: usize,
     aggregator_single: Lat,
     aggregator_single_variant: String,
@@ -132,87 +142,155 @@ fn bare(
     Ok(summarize(&times))
 }
 
-fn body(img: &[u8], k: usize) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "UINT8", "data": img}],
-        "parameters": {"k": k}
-    }))
-    .unwrap_or_default()
+/// How a request travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Json,
+    Binary,
+    Grpc,
 }
 
-/// Sequential batch-1 requests; returns latencies and the body sizes of the last request and reply.
-async fn http_lat(
+/// One served model: its HTTP infer URL, its gRPC client, its name and input.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    grpc: GrpcClient,
+    model: String,
+    input: Input,
+}
+
+/// One batch-1 request over `wire`; the bytes of its body and of the reply body.
+async fn call(
     http: &reqwest::Client,
-    url: &str,
+    t: &Target,
+    wire: Wire,
+    img: &[u8],
+    k: usize,
+) -> Result<(usize, usize), CliError> {
+    let url = &t.url;
+    let (body, header) = match wire {
+        Wire::Json => (json_body(&t.input, 1, img, Some(k)), None),
+        Wire::Binary => {
+            let (b, h) = binary_body(&t.input, 1, img, Some(k));
+            (b, Some(h))
+        }
+        Wire::Grpc => {
+            let req = grpc_request(&t.model, &t.input, 1, img.to_vec(), Some(k));
+            let sent = prost::Message::encoded_len(&req);
+            let r = t
+                .grpc
+                .clone()
+                .model_infer(req)
+                .await
+                .map_err(|e| CliError::msg(format!("{} over gRPC: {e}", t.model)))?;
+            return Ok((sent, prost::Message::encoded_len(r.get_ref())));
+        }
+    };
+    let sent = body.len();
+    let mut req = http.post(url).body(body);
+    req = match header {
+        None => req.header("content-type", "application/json"),
+        Some(h) => req
+            .header("content-type", "application/octet-stream")
+            .header("inference-header-content-length", h),
+    };
+    let r = req
+        .send()
+        .await
+        .map_err(|e| CliError::msg(format!("{url}: {e}")))?;
+    let status = r.status();
+    let bytes = r
+        .bytes()
+        .await
+        .map_err(|e| CliError::msg(format!("{url}: {e}")))?;
+    if !status.is_success() {
+        return Err(CliError::msg(format!(
+            "{url}: HTTP {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        )));
+    }
+    Ok((sent, bytes.len()))
+}
+
+/// Sequential batch-1 requests over `wire`; returns latencies and the body sizes of the last request and reply.
+async fn wire_lat(
+    http: &reqwest::Client,
+    t: &Target,
+    wire: Wire,
     set: &TestSet,
     a: &BenchArgs,
 ) -> Result<(Lat, usize, usize), CliError> {
-    let mut times = Vec::with_capacity(a.iterations);
-    let (mut req_len, mut reply_len) = (0, 0);
-    for i in 0..a.warmup + a.iterations {
-        let b = body(set.image(i % set.len()), a.k);
-        req_len = b.len();
-        let t = Instant::now();
-        let r = http
-            .post(url)
-            .header("content-type", "application/json")
-            .body(b)
-            .send()
-            .await
-            .map_err(|e| CliError::msg(format!("{url}: {e}")))?;
-        let status = r.status();
-        let bytes = r
-            .bytes()
-            .await
-            .map_err(|e| CliError::msg(format!("{url}: {e}")))?;
-        if !status.is_success() {
-            return Err(CliError::msg(format!(
-                "{url}: HTTP {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            )));
-        }
-        if i >= a.warmup {
-            times.push(t.elapsed().as_secs_f64());
-        }
-        reply_len = bytes.len();
-    }
-    Ok((summarize(&times), req_len, reply_len))
+    let mut r = interleaved(http, t, &[wire], set, a).await?;
+    r.pop().ok_or_else(|| CliError::msg("no measurement"))
 }
 
-/// Batch-1 requests sent to all `urls` at once; the time until the last reply.
-async fn fanout_lat(
+/// Sequential batch-1 requests over each of `wires` in turn (request i over every wire, the first wire rotating,
+/// so each wire sees the same images under the same load); per wire: latencies and the body sizes of the last
+/// request and reply.
+async fn interleaved(
     http: &reqwest::Client,
-    urls: &[String],
+    t: &Target,
+    wires: &[Wire],
     set: &TestSet,
     a: &BenchArgs,
-) -> Result<Lat, CliError> {
-    let mut times = Vec::with_capacity(a.iterations);
+) -> Result<Vec<(Lat, usize, usize)>, CliError> {
+    let mut times = vec![Vec::with_capacity(a.iterations); wires.len()];
+    let mut sizes = vec![(0, 0); wires.len()];
     for i in 0..a.warmup + a.iterations {
-        let b = body(set.image(i % set.len()), a.k);
-        let t = Instant::now();
-        let calls = urls.iter().map(|u| {
-            let b = b.clone();
-            async move {
-                let r = http
-                    .post(u)
-                    .header("content-type", "application/json")
-                    .body(b)
-                    .send()
-                    .await
-                    .map_err(|e| CliError::msg(format!("{u}: {e}")))?;
-                r.bytes()
-                    .await
-                    .map_err(|e| CliError::msg(format!("{u}: {e}")))
+        let img = set.image(i % set.len());
+        for j in 0..wires.len() {
+            let w = (i + j) % wires.len();
+            let t0 = Instant::now();
+            sizes[w] = call(http, t, wires[w], img, a.k).await?;
+            if i >= a.warmup {
+                times[w].push(t0.elapsed().as_secs_f64());
             }
-        });
-        for r in futures::future::join_all(calls).await {
-            r?;
-        }
-        if i >= a.warmup {
-            times.push(t.elapsed().as_secs_f64());
         }
     }
-    Ok(summarize(&times))
+    Ok(times
+        .iter()
+        .zip(sizes)
+        .map(|(t, (rq, rp))| (summarize(t), rq, rp))
+        .collect())
+}
+
+/// JSON, binary and gRPC, interleaved.
+async fn three(
+    http: &reqwest::Client,
+    t: &Target,
+    set: &TestSet,
+    a: &BenchArgs,
+) -> Result<[(Lat, usize, usize); 3], CliError> {
+    let r = interleaved(http, t, &[Wire::Json, Wire::Binary, Wire::Grpc], set, a).await?;
+    r.try_into()
+        .map_err(|_| CliError::msg("expected three measurements"))
+}
+
+/// Batch-1 requests sent to all `targets` at once, over each of `wires` in turn (interleaved as in
+/// [`interleaved`]); per wire, the time until the last reply.
+async fn fanout_lat(
+    http: &reqwest::Client,
+    targets: &[Target],
+    wires: &[Wire],
+    set: &TestSet,
+    a: &BenchArgs,
+) -> Result<Vec<Lat>, CliError> {
+    let mut times = vec![Vec::with_capacity(a.iterations); wires.len()];
+    for i in 0..a.warmup + a.iterations {
+        let img = set.image(i % set.len());
+        for j in 0..wires.len() {
+            let w = (i + j) % wires.len();
+            let t0 = Instant::now();
+            let calls = targets.iter().map(|t| call(http, t, wires[w], img, a.k));
+            for r in futures::future::join_all(calls).await {
+                r?;
+            }
+            if i >= a.warmup {
+                times[w].push(t0.elapsed().as_secs_f64());
+            }
+        }
+    }
+    Ok(times.iter().map(|t| summarize(t)).collect())
 }
 
 fn spawn(program: &Path, args: &[String]) -> Result<Child, CliError> {
@@ -246,8 +324,10 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
     let variant_bin = find_binary("vp-variant")?;
     let mut procs = Procs(Vec::new());
     let mut endpoints = Vec::new();
+    let mut grpc_addrs = Vec::new();
     for v in m.variants.iter().chain(std::iter::once(&m.baseline)) {
         let port = free_port()?;
+        let grpc = format!("127.0.0.1:{}", free_port()?);
         procs.0.push(spawn(
             &variant_bin,
             &[
@@ -257,10 +337,13 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
                 v.name.clone(),
                 "--listen".into(),
                 format!("127.0.0.1:{port}"),
+                "--grpc-listen".into(),
+                grpc.clone(),
                 "--threads".into(),
                 a.threads.to_string(),
             ],
         )?);
+        grpc_addrs.push(grpc);
         endpoints.push(VariantEndpoint {
             name: v.name.clone(),
             url: format!("http://127.0.0.1:{port}"),
@@ -280,6 +363,26 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
             )));
         }
     }
+    let s = &m.input.shape;
+    let input = Input {
+        name: m.input.name.clone(),
+        chw: [s[0], s[1], s[2]],
+    };
+    let mut targets = Vec::new();
+    for ((v, e), g) in m
+        .variants
+        .iter()
+        .chain(std::iter::once(&m.baseline))
+        .zip(&endpoints)
+        .zip(&grpc_addrs)
+    {
+        targets.push(Target {
+            url: format!("{}/v2/models/{}/infer", e.url, v.name),
+            grpc: grpc_connect(g).await?,
+            model: v.name.clone(),
+            input: input.clone(),
+        });
+    }
     println!(
         "benchmark: {} iterations after {} warm-up, batch 1, {} ORT thread(s), k = {}, load average {}",
         a.iterations,
@@ -289,18 +392,13 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
         load_average()
     );
     let mut models = Vec::new();
-    let base_ep = endpoints
+    // The aggregator gets the variants only.
+    endpoints
         .pop()
         .ok_or_else(|| CliError::msg("no baseline endpoint"))?;
-    for (v, e) in m.variants.iter().zip(&endpoints) {
+    for (v, t) in m.variants.iter().zip(&targets) {
         let b = tokio::task::block_in_place(|| bare(&m, &dir, &v.name, &set, &a))?;
-        let (h, rq, rp) = http_lat(
-            &http,
-            &format!("{}/v2/models/{}/infer", e.url, v.name),
-            &set,
-            &a,
-        )
-        .await?;
+        let [(h, rq, rp), (hb, _, _), (g, grq, grp)] = three(&http, t, &set, &a).await?;
         models.push(ModelResult {
             name: v.name.clone(),
             params: v.params,
@@ -309,16 +407,17 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
             http: Some(h),
             request_bytes: Some(rq),
             reply_bytes: Some(rp),
+            http_binary: hb,
+            grpc: g,
+            grpc_request_bytes: grq,
+            grpc_reply_bytes: grp,
         });
     }
     let base = tokio::task::block_in_place(|| bare(&m, &dir, &m.baseline.name, &set, &a))?;
-    let (bh, brq, brp) = http_lat(
-        &http,
-        &format!("{}/v2/models/{}/infer", base_ep.url, m.baseline.name),
-        &set,
-        &a,
-    )
-    .await?;
+    let base_t = targets
+        .pop()
+        .ok_or_else(|| CliError::msg("no baseline target"))?;
+    let [(bh, brq, brp), (bhb, _, _), (bg, bgrq, bgrp)] = three(&http, &base_t, &set, &a).await?;
     models.push(ModelResult {
         name: m.baseline.name.clone(),
         params: m.baseline.params,
@@ -327,15 +426,19 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
         http: Some(bh),
         request_bytes: Some(brq),
         reply_bytes: Some(brp),
+        http_binary: bhb,
+        grpc: bg,
+        grpc_request_bytes: bgrq,
+        grpc_reply_bytes: bgrp,
     });
     // The same fan-out the aggregator does, done by this client: all variants at once, until the last reply.
-    let urls: Vec<String> = m
-        .variants
-        .iter()
-        .zip(&endpoints)
-        .map(|(v, e)| format!("{}/v2/models/{}/infer", e.url, v.name))
-        .collect();
-    let direct_all = fanout_lat(&http, &urls, &set, &a).await?;
+    let mut fan = fanout_lat(&http, &targets, &[Wire::Json, Wire::Grpc], &set, &a)
+        .await?
+        .into_iter();
+    let (direct_all, direct_all_grpc) = match (fan.next(), fan.next()) {
+        (Some(j), Some(g)) => (j, g),
+        _ => return Err(CliError::msg("no fan-out measurement")),
+    };
 
     // The aggregator over all variants, then (hot-reloaded) over the slowest variant alone.
     let state = std::env::temp_dir().join(format!("vpctl-bench-{}", std::process::id()));
@@ -365,6 +468,7 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
     write_config(endpoints.clone())?;
     let agg_port = free_port()?;
     let agg_url = format!("http://127.0.0.1:{agg_port}");
+    let agg_grpc = format!("127.0.0.1:{}", free_port()?);
     procs.0.push(spawn(
         &find_binary("vp-aggregator")?,
         &[
@@ -372,6 +476,8 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
             config_path.display().to_string(),
             "--listen".into(),
             format!("127.0.0.1:{agg_port}"),
+            "--grpc-listen".into(),
+            agg_grpc.clone(),
         ],
     )?);
     if !wait_ready(
@@ -383,8 +489,20 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
     {
         return Err(CliError::msg("aggregator did not become ready"));
     }
-    let infer = format!("{agg_url}/v2/models/{}/infer", m.family);
-    let (agg_all, _, _) = http_lat(&http, &infer, &set, &a).await?;
+    let agg = Target {
+        url: format!("{agg_url}/v2/models/{}/infer", m.family),
+        grpc: grpc_connect(&agg_grpc).await?,
+        model: m.family.clone(),
+        input: input.clone(),
+    };
+    let mut both = interleaved(&http, &agg, &[Wire::Json, Wire::Grpc], &set, &a)
+        .await?
+        .into_iter()
+        .map(|(l, _, _)| l);
+    let (agg_all, agg_all_grpc) = match (both.next(), both.next()) {
+        (Some(j), Some(g)) => (j, g),
+        _ => return Err(CliError::msg("no aggregator measurement")),
+    };
     let slowest = models[..m.variants.len()]
         .iter()
         .max_by(|x, y| {
@@ -421,20 +539,13 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (agg_single, _, _) = http_lat(&http, &infer, &set, &a).await?;
+    let (agg_single, _, _) = wire_lat(&http, &agg, Wire::Json, &set, &a).await?;
     // Re-measure the slowest variant directly right after, for the overhead comparison in the same conditions.
-    let slow_ep = endpoints
+    let slow_t = targets
         .iter()
-        .find(|e| e.name == slowest)
-        .map(|e| e.url.clone())
-        .unwrap_or_default();
-    let (slow_again, _, _) = http_lat(
-        &http,
-        &format!("{slow_ep}/v2/models/{slowest}/infer"),
-        &set,
-        &a,
-    )
-    .await?;
+        .find(|t| t.model == slowest)
+        .ok_or_else(|| CliError::msg("slowest variant not found"))?;
+    let (slow_again, _, _) = wire_lat(&http, slow_t, Wire::Json, &set, &a).await?;
     let _ = std::fs::remove_dir_all(&state);
     drop(procs);
 
@@ -471,6 +582,28 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
                 .unwrap_or_else(|| "-".into()),
         );
     }
+    println!();
+    println!(
+        "{:<12} {:>10} {:>14} {:>16} {:>14} {:>16}",
+        "model",
+        "ORT p50 ms",
+        "JSON p50 (xORT)",
+        "binary p50 (xORT)",
+        "gRPC p50 (xORT)",
+        "gRPC req/reply B"
+    );
+    for r in &models {
+        let x = |l: f64| format!("{} ({:.2}x)", ms(Some(l)), l / r.bare_ort.p50);
+        println!(
+            "{:<12} {:>10} {:>14} {:>16} {:>14} {:>16}",
+            r.name,
+            ms(Some(r.bare_ort.p50)),
+            r.http.as_ref().map(|l| x(l.p50)).unwrap_or_default(),
+            x(r.http_binary.p50),
+            x(r.grpc.p50),
+            format!("{}/{}", r.grpc_request_bytes, r.grpc_reply_bytes)
+        );
+    }
     let slow_p50 = models
         .iter()
         .find(|r| r.name == slowest)
@@ -498,6 +631,15 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
         ms(Some(slow_again.p50)),
         (agg_single.p50 - slow_again.p50) * 1000.0
     );
+    println!(
+        "over gRPC: aggregator over {} variants p50 {} ms ({:.2}x its HTTP JSON p50); all variants asked at once by \
+         this client p50 {} ms ({:.2}x the JSON fan-out)",
+        m.variants.len(),
+        ms(Some(agg_all_grpc.p50)),
+        agg_all_grpc.p50 / agg_all.p50,
+        ms(Some(direct_all_grpc.p50)),
+        direct_all_grpc.p50 / direct_all.p50
+    );
     println!("load average after: {}", load_average());
     if let Some(p) = &a.json {
         let r = Results {
@@ -510,7 +652,9 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
             load_average: load_average(),
             models,
             aggregator_all: agg_all,
+            aggregator_all_grpc: agg_all_grpc,
             direct_fanout_all: direct_all,
+            direct_fanout_all_grpc: direct_all_grpc,
             aggregator_all_variants: m.variants.len(),
             aggregator_single: agg_single,
             aggregator_single_variant: slowest,

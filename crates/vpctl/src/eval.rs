@@ -1,12 +1,14 @@
 //! `vpctl eval`: streams the test set through the running ensemble and reports accuracy, latency percentiles and
 //! availability, with `--kill v1@30%` / `--revive v1@70%` to take variants down and back at chosen moments, and a
-//! per-interval table of accuracy against the variants that answered.
+//! per-interval table of accuracy against the variants that answered. Requests go over OIP REST (JSON) or, with
+//! `--protocol grpc`, over the aggregator's OIP gRPC endpoint.
 
 use crate::CliError;
 use crate::classify::aggregator_url;
 use crate::runstate::{RunState, set_hold};
 use crate::stats::{ms, quantile};
 use crate::testset::{DEFAULT_DIR, TestSet};
+use crate::wire::{GrpcClient, Input, Protocol, grpc_connect, grpc_i64, grpc_param, grpc_request};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
@@ -45,6 +47,13 @@ pub struct EvalArgs {
     /// Fail (exit 1) when fewer than this fraction of requests got an answer.
     #[arg(long, default_value_t = 0.0)]
     pub min_availability: f64,
+    /// Protocol of the infer requests (status and metadata are read over HTTP either way).
+    #[arg(long, value_enum, default_value = "http")]
+    pub protocol: Protocol,
+    /// The aggregator's gRPC endpoint (host:port) for --protocol grpc; default: the ensemble started by
+    /// `vpctl run`.
+    #[arg(long)]
+    pub grpc: Option<String>,
 }
 
 /// When an event happens.
@@ -209,10 +218,31 @@ pub async fn eval(a: EvalArgs) -> Result<(), CliError> {
         }
     }
     let infer_url = format!("{url}/v2/models/{model}/infer");
+    let grpc = match a.protocol {
+        Protocol::Http => None,
+        Protocol::Grpc => {
+            let addr = match &a.grpc {
+                Some(g) => g.clone(),
+                None => RunState::read(&dir)?.aggregator.grpc.ok_or_else(|| {
+                    CliError::msg(
+                        "the running ensemble has no gRPC endpoint; pass --grpc HOST:PORT",
+                    )
+                })?,
+            };
+            Some((grpc_connect(&addr).await?, addr))
+        }
+    };
+    let target = grpc
+        .as_ref()
+        .map_or(url.clone(), |(_, g)| format!("{g} (gRPC)"));
     println!(
-        "evaluating {n} test samples against {url} (model {model}, {} in flight)",
+        "evaluating {n} test samples against {target} (model {model}, {} in flight)",
         a.concurrency.max(1)
     );
+    let input = Input {
+        name: "image".into(),
+        chw: [set.channels, set.rows, set.cols],
+    };
 
     let bar = ProgressBar::new(n as u64);
     bar.set_style(
@@ -233,11 +263,20 @@ pub async fn eval(a: EvalArgs) -> Result<(), CliError> {
                     }
                     next_action += 1;
                 }
-                let http = http.clone();
-                let body = request_body(set.image(i), &set, a.k);
                 let label = set.labels[i];
-                let infer_url = infer_url.clone();
-                async move { (i, send(&http, &infer_url, body, label).await) }
+                let image = set.image(i);
+                let call = match &grpc {
+                    Some((client, _)) => Call::Grpc(
+                        client.clone(),
+                        Box::new(grpc_request(&model, &input, 1, image.to_vec(), a.k)),
+                    ),
+                    None => Call::Http(
+                        http.clone(),
+                        infer_url.clone(),
+                        crate::wire::json_body(&input, 1, image, a.k),
+                    ),
+                };
+                async move { (i, call.send(label).await) }
             })
             .buffered(a.concurrency.max(1));
         while let Some(r) = stream.next().await {
@@ -268,18 +307,39 @@ pub async fn eval(a: EvalArgs) -> Result<(), CliError> {
     )
 }
 
-fn request_body(image: &[u8], set: &TestSet, k: Option<usize>) -> Vec<u8> {
-    let mut v = serde_json::json!({
-        "inputs": [{"name": "image", "shape": [1, set.channels, set.rows, set.cols], "datatype": "UINT8", "data": image}]
-    });
-    if let Some(k) = k {
-        v["parameters"] = serde_json::json!({ "k": k });
-    }
-    serde_json::to_vec(&v).unwrap_or_default()
+/// One request, ready to send.
+enum Call {
+    Http(reqwest::Client, String, Vec<u8>),
+    Grpc(GrpcClient, Box<vp_server::grpc::proto::ModelInferRequest>),
 }
 
-async fn send(http: &reqwest::Client, url: &str, body: Vec<u8>, label: u8) -> Outcome {
-    let t = Instant::now();
+impl Call {
+    async fn send(self, label: u8) -> Outcome {
+        let t = Instant::now();
+        let answer = match self {
+            Call::Http(http, url, body) => send_http(&http, &url, body, label).await,
+            Call::Grpc(mut client, req) => {
+                let mut req = tonic::Request::new(*req);
+                req.set_timeout(Duration::from_secs(30));
+                match client.model_infer(req).await {
+                    Err(e) => Err(format!("gRPC {:?}: {}", e.code(), e.message())),
+                    Ok(r) => grpc_answer(r.get_ref(), label),
+                }
+            }
+        };
+        Outcome {
+            latency: t.elapsed().as_secs_f64(),
+            answer,
+        }
+    }
+}
+
+async fn send_http(
+    http: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    label: u8,
+) -> Result<Answered, String> {
     let r = http
         .post(url)
         .header("content-type", "application/json")
@@ -287,7 +347,7 @@ async fn send(http: &reqwest::Client, url: &str, body: Vec<u8>, label: u8) -> Ou
         .body(body)
         .send()
         .await;
-    let answer = match r {
+    match r {
         Err(e) => Err(format!("request failed: {e}")),
         Ok(resp) => {
             let status = resp.status();
@@ -300,11 +360,29 @@ async fn send(http: &reqwest::Client, url: &str, body: Vec<u8>, label: u8) -> Ou
                 Ok(v) => parse_answer(&v, label),
             }
         }
-    };
-    Outcome {
-        latency: t.elapsed().as_secs_f64(),
-        answer,
     }
+}
+
+/// The aggregator's gRPC answer: the class output and the reply parameters, as [`parse_answer`] reads JSON.
+fn grpc_answer(
+    r: &vp_server::grpc::proto::ModelInferResponse,
+    label: u8,
+) -> Result<Answered, String> {
+    let class = grpc_i64(r, "class")
+        .and_then(|c| c.first().copied())
+        .ok_or("reply has no class")?;
+    Ok(Answered {
+        correct: class == i64::from(label),
+        variants: grpc_param(r, "variants")
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        expected_accuracy: grpc_param(r, "expected_accuracy").as_f64(),
+    })
 }
 
 fn parse_answer(v: &serde_json::Value, label: u8) -> Result<Answered, String> {

@@ -11,6 +11,7 @@ mod runstate;
 mod stats;
 mod testset;
 mod verify;
+mod wire;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

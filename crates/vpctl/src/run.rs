@@ -29,6 +29,12 @@ pub struct RunArgs {
     /// Port of the first variant; the others follow (0 picks free ones).
     #[arg(long, default_value_t = 9101)]
     pub variant_port: u16,
+    /// Aggregator gRPC port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8081)]
+    pub grpc_port: u16,
+    /// gRPC port of the first variant; the others follow (0 picks free ones).
+    #[arg(long, default_value_t = 9201)]
+    pub variant_grpc_port: u16,
     /// Variants to run (comma-separated names); default: all of the family.
     #[arg(long, value_delimiter = ',')]
     pub variants: Vec<String>,
@@ -58,6 +64,8 @@ struct Managed {
     program: PathBuf,
     args: Vec<String>,
     url: String,
+    /// `host:port` of its gRPC endpoint.
+    grpc: String,
     ready_url: String,
     is_variant: bool,
     child: Option<Child>,
@@ -72,6 +80,17 @@ const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A process that ran this long before crashing restarts after the minimum backoff again.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
+
+/// `base + i`, or a free port when `base` is 0.
+fn nth_port(base: u16, i: usize, flag: &str) -> Result<u16, CliError> {
+    if base == 0 {
+        return free_port();
+    }
+    u16::try_from(i)
+        .ok()
+        .and_then(|i| base.checked_add(i))
+        .ok_or_else(|| CliError::msg(format!("{flag} too high")))
+}
 
 fn free_port() -> Result<u16, CliError> {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -107,6 +126,7 @@ impl Managed {
         Proc {
             name: self.name.clone(),
             url: self.url.clone(),
+            grpc: Some(self.grpc.clone()),
             pid: self.child.as_ref().and_then(|c| c.id()),
             restarts: self.restarts,
         }
@@ -149,13 +169,11 @@ pub async fn run(a: RunArgs) -> Result<(), CliError> {
     let mut managed = Vec::new();
     let now = Instant::now();
     for (i, name) in names.iter().enumerate() {
-        let port = if a.variant_port == 0 {
-            free_port()?
-        } else {
-            a.variant_port
-                .checked_add(i as u16)
-                .ok_or_else(|| CliError::msg("--variant-port too high"))?
-        };
+        let port = nth_port(a.variant_port, i, "--variant-port")?;
+        let grpc = format!(
+            "127.0.0.1:{}",
+            nth_port(a.variant_grpc_port, i, "--variant-grpc-port")?
+        );
         let url = format!("http://127.0.0.1:{port}");
         endpoints.push(VariantEndpoint {
             name: name.clone(),
@@ -171,6 +189,8 @@ pub async fn run(a: RunArgs) -> Result<(), CliError> {
                 name.clone(),
                 "--listen".into(),
                 format!("127.0.0.1:{port}"),
+                "--grpc-listen".into(),
+                grpc.clone(),
                 "--default-k".into(),
                 a.top_k.to_string(),
                 "--threads".into(),
@@ -178,6 +198,7 @@ pub async fn run(a: RunArgs) -> Result<(), CliError> {
             ],
             ready_url: format!("{url}/v2/health/ready"),
             url,
+            grpc,
             is_variant: true,
             child: None,
             started: now,
@@ -214,6 +235,7 @@ pub async fn run(a: RunArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::msg(format!("{}: {e}", config_path.display())))?;
     let agg_port = if a.port == 0 { free_port()? } else { a.port };
     let agg_url = format!("http://127.0.0.1:{agg_port}");
+    let agg_grpc = format!("127.0.0.1:{}", nth_port(a.grpc_port, 0, "--grpc-port")?);
     managed.push(Managed {
         name: "aggregator".into(),
         program: aggregator_bin,
@@ -222,9 +244,12 @@ pub async fn run(a: RunArgs) -> Result<(), CliError> {
             config_path.display().to_string(),
             "--listen".into(),
             format!("127.0.0.1:{agg_port}"),
+            "--grpc-listen".into(),
+            agg_grpc.clone(),
         ],
         ready_url: format!("{agg_url}/v2/health/ready"),
         url: agg_url.clone(),
+        grpc: agg_grpc,
         is_variant: false,
         child: None,
         started: now,
@@ -343,7 +368,7 @@ async fn supervise(
     let agg = managed
         .iter()
         .find(|m| !m.is_variant)
-        .map(|m| m.url.clone())
+        .map(|m| (m.url.clone(), m.grpc.clone()))
         .unwrap_or_default();
     println!(
         "ensemble {model_name}: {} variants, top_k {}, deadline {} ms, min_variants {}",
@@ -353,12 +378,13 @@ async fn supervise(
         config.min_variants
     );
     println!(
-        "  aggregator  {agg}  (POST /v2/models/{model_name}/infer, POST /v1/classify, GET /metrics)"
+        "  aggregator  {}  (POST /v2/models/{model_name}/infer, POST /v1/classify, GET /metrics), gRPC {}",
+        agg.0, agg.1
     );
     for m in managed.iter().filter(|m| m.is_variant) {
         println!(
-            "  {:<10}  {}  (POST /v2/models/{}/infer)",
-            m.name, m.url, m.name
+            "  {:<10}  {}  (POST /v2/models/{}/infer), gRPC {}",
+            m.name, m.url, m.name, m.grpc
         );
     }
     println!("state and logs in {}; press Ctrl-C to stop", dir.display());

@@ -18,6 +18,9 @@ pub fn default_dir() -> PathBuf {
 pub struct Proc {
     pub name: String,
     pub url: String,
+    /// `host:port` of its OIP gRPC endpoint (absent in state files of older versions).
+    #[serde(default)]
+    pub grpc: Option<String>,
     pub pid: Option<u32>,
     pub restarts: u32,
 }

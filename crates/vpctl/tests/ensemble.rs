@@ -1,7 +1,7 @@
 //! End to end on the shipped family with real processes and ONNX Runtime: the Rust evaluation reproduces the
 //! manifest's accuracy; `vpctl run` serves the ensemble; killing one and then two variants during a stream of
 //! requests loses no request and every answer names the variants it used; released variants are restarted and
-//! rejoin; `vpctl eval --kill` and `vpctl classify` work; Ctrl-C stops every process.
+//! rejoin; `vpctl eval --kill`, `vpctl eval --protocol grpc` and `vpctl classify` work; Ctrl-C stops every process.
 
 use futures::StreamExt;
 use nix::sys::signal::{Signal, kill};
@@ -92,6 +92,10 @@ impl Ensemble {
                 "--port",
                 "0",
                 "--variant-port",
+                "0",
+                "--grpc-port",
+                "0",
+                "--variant-grpc-port",
                 "0",
                 "--deadline-ms",
                 "2000",
@@ -451,6 +455,29 @@ fn killing_variants_loses_no_request_and_restarted_variants_rejoin() {
         text.contains("lost 0") && text.contains(&format!("killed {second}")),
         "{text}"
     );
+
+    // The same evaluation over the aggregator's gRPC endpoint.
+    let out = vpctl()
+        .args([
+            "eval",
+            "--state-dir",
+            &e.dir.display().to_string(),
+            "--limit",
+            "200",
+            "--protocol",
+            "grpc",
+            "--min-availability",
+            "1",
+        ])
+        .output()
+        .expect("eval over gRPC");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("(gRPC)") && text.contains("lost 0"), "{text}");
 
     // Ctrl-C stops every process of the ensemble.
     let end = Instant::now() + Duration::from_secs(30);

@@ -65,6 +65,8 @@ fn variant_pod_is_pinned_labelled_owned_and_hardened() {
             "192",
             "--listen",
             "0.0.0.0:8080",
+            "--grpc-listen",
+            "0.0.0.0:8081",
             "--log-format",
             "json"
         ]

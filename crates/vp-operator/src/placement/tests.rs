@@ -232,3 +232,20 @@ fn no_nodes_is_explained() {
     let p = place(&[demand("v0", 1)], &[], &spread());
     assert_eq!(p.unplaced["v0"], "no nodes in the cluster");
 }
+
+#[test]
+fn kubernetes_health_taints_do_not_shed_variants() {
+    // A node back from a disruption still carries the unreachable taint for a few seconds: its variant stays.
+    let mut nodes = vec![node("a", 2.0), node("b", 2.0)];
+    nodes[0].taints.push(Taint {
+        key: "node.kubernetes.io/unreachable".into(),
+        effect: "NoExecute".into(),
+        ..Taint::default()
+    });
+    let d = Demand {
+        current: Some("a".into()),
+        ..demand("v0", 10)
+    };
+    let placed = place(&[d], &nodes, &Constraints::default());
+    assert_eq!(placed.assigned.get("v0").map(String::as_str), Some("a"));
+}

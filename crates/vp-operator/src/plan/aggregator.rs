@@ -1,35 +1,53 @@
-//! The aggregator's pods: those on failed or vanished nodes are force-deleted, so that their ReplicaSet starts
-//! replacements on live nodes now instead of after Kubernetes' 300 s `unreachable` toleration.
+//! The aggregator's pods. Move, don't kill: one bound to a failed or vanished node is force-deleted (so its
+//! ReplicaSet starts a replacement now instead of after Kubernetes' 300 s `unreachable` toleration) only when a
+//! healthy node can take the replacement now; otherwise, and on a node whose failure is held (a disrupted
+//! zone, a stale view), it is left where it is and the status says why.
 
-use super::{Deletion, Note, Plan};
+use super::{Deletion, Inputs, Note, Plan};
 use crate::health::{FailureReason, Health};
 use crate::observe;
-use crate::placement::NodeInfo;
-use k8s_openapi::api::core::v1::Pod;
+use crate::placement::{self, Constraints, Demand, NodeInfo};
 use kube::ResourceExt;
 use std::collections::BTreeMap;
+use vp_api::PlacementStrategy;
 
 /// Plans the deletions and returns how many aggregator pods serve: Ready, not terminating, on a healthy node (a
-/// pod on a silent node may still look Ready to the API server).
-pub fn judge(pods: &[Pod], nodes: &BTreeMap<&str, &NodeInfo>, out: &mut Plan) -> usize {
+/// pod on a silent node may still look Ready to the API server). A pod that stays on a failed node for now is
+/// explained in `out.aggregator_held`.
+pub fn judge(input: &Inputs<'_>, nodes: &BTreeMap<&str, &NodeInfo>, out: &mut Plan) -> usize {
     let mut serving = 0;
-    for pod in pods {
+    for pod in input.aggregator_pods {
         let Some(on) = observe::pod_node(pod) else {
             continue;
         };
         let failure = match nodes.get(on).map(|n| &n.health) {
             Some(Health::Healthy) => None,
-            Some(Health::Failed(r)) => Some(r.clone()),
-            None => Some(FailureReason::Gone),
+            Some(Health::Failed(r)) => Some((r.clone(), None)),
+            Some(Health::Held(r, h)) => Some((r.clone(), Some(h))),
+            None => Some((FailureReason::Gone, None)),
         };
-        let Some(r) = failure else {
+        let Some((r, hold)) = failure else {
             if pod.metadata.deletion_timestamp.is_none() && observe::pod_ready(pod) {
                 serving += 1;
             }
             continue;
         };
         let why = format!("{on}: {r}");
+        if let Some(h) = hold {
+            out.aggregator_held = Some(format!(
+                "aggregator pod {} on {on} ({r}), not moved: {h}",
+                pod.name_any()
+            ));
+            continue;
+        }
         if pod.metadata.deletion_timestamp.is_none() {
+            if let Err(no_room) = room_for_replacement(input, on) {
+                out.aggregator_held = Some(format!(
+                    "aggregator pod {} left on {why}; no healthy node to move to: {no_room}",
+                    pod.name_any()
+                ));
+                continue;
+            }
             out.events.push(Note {
                 warning: true,
                 reason: "AggregatorPodReplaced",
@@ -47,4 +65,39 @@ pub fn judge(pods: &[Pod], nodes: &BTreeMap<&str, &NodeInfo>, out: &mut Plan) ->
         });
     }
     serving
+}
+
+/// Whether a healthy node can take an aggregator pod now (the placement rules, with the aggregator's
+/// requests; Ok(node) names one), else why not.
+fn room_for_replacement(input: &Inputs<'_>, failed: &str) -> Result<String, String> {
+    let ens = input.ensemble;
+    let (cpu, memory) = observe::requests(
+        ens.spec
+            .aggregator
+            .resources
+            .as_ref()
+            .or(Some(&input.config.aggregator_resources)),
+    );
+    let demand = Demand {
+        name: "aggregator".into(),
+        weight: 0,
+        cpu,
+        memory,
+        current: None,
+        avoid: vec![failed.to_string()],
+    };
+    let constraints = Constraints {
+        strategy: PlacementStrategy::Packed,
+        node_selector: ens.spec.placement.node_selector.clone(),
+        affinity: ens.spec.placement.affinity.clone(),
+        tolerations: ens.spec.placement.tolerations.clone(),
+    };
+    let mut placed = placement::place(&[demand], input.nodes, &constraints);
+    match placed.assigned.remove("aggregator") {
+        Some(node) => Ok(node),
+        None => Err(placed
+            .unplaced
+            .remove("aggregator")
+            .unwrap_or_else(|| "no node fits".into())),
+    }
 }

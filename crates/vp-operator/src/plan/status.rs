@@ -8,6 +8,11 @@ use crate::conditions::{condition, is_true};
 use crate::desired;
 use vp_api::{ConditionType, EnsembleManifest, VariantEnsembleStatus};
 
+/// Degraded and Progressing reason (and Event reason) while variants are not moved because moves are paused.
+pub const MOVES_PAUSED: &str = "MovesPaused";
+/// How a pause reads in a hold's message ([`crate::health::Hold`]).
+const PAUSED: &str = "moves paused";
+
 fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
@@ -54,7 +59,10 @@ pub fn summarise(
         ),
         (true, false) => (
             "AggregatorUnavailable",
-            "no aggregator replica is ready".to_string(),
+            match &out.aggregator_held {
+                Some(why) => format!("no aggregator replica is ready; {why}"),
+                None => "no aggregator replica is ready".to_string(),
+            },
         ),
         (false, _) => (
             "VariantsUnavailable",
@@ -65,7 +73,25 @@ pub fn summarise(
         ),
     };
     let degraded = !all || !agg_ok;
-    let (deg_reason, deg_msg) = if available == 0 {
+    // Moves paused (a disrupted zone or a stale view): the variants left where they are say why.
+    let paused = !variants.paused.is_empty()
+        || out
+            .aggregator_held
+            .as_deref()
+            .is_some_and(|w| w.contains(PAUSED));
+    let (deg_reason, deg_msg) = if paused {
+        (
+            MOVES_PAUSED,
+            format!(
+                "{ready_msg}; {}",
+                if variants.paused.is_empty() {
+                    out.aggregator_held.clone().unwrap_or_default()
+                } else {
+                    variants.paused.join("; ")
+                }
+            ),
+        )
+    } else if available == 0 {
         ("NoVariantServing", ready_msg.clone())
     } else if i64::try_from(available).unwrap_or(0) < i64::from(ens.spec.aggregator.min_variants) {
         (
@@ -81,7 +107,9 @@ pub fn summarise(
         ("AllVariantsServing", ready_msg.clone())
     };
     let busy = !out.create.is_empty() || !out.delete.is_empty() || variants.starting > 0 || !agg_ok;
-    let (prog_reason, prog_msg) = if !out.reschedules.is_empty() {
+    let (prog_reason, prog_msg) = if paused {
+        (MOVES_PAUSED, deg_msg.clone())
+    } else if !out.reschedules.is_empty() {
         (
             "Rescheduling",
             format!(
@@ -133,6 +161,24 @@ pub fn summarise(
             now,
         ),
     ];
+    let was_paused = old
+        .condition(ConditionType::Degraded)
+        .is_some_and(|c| c.reason == MOVES_PAUSED);
+    if paused && !was_paused {
+        out.events.push(Note {
+            warning: true,
+            reason: MOVES_PAUSED,
+            action: "Pause",
+            message: deg_msg.clone(),
+        });
+    } else if was_paused && !paused {
+        out.events.push(Note {
+            warning: false,
+            reason: "MovesResumed",
+            action: "Resume",
+            message: "moves resumed: the view is healthy again".into(),
+        });
+    }
     let was_degraded = is_true(&old.conditions, ConditionType::Degraded);
     if degraded && !was_degraded && old.observed_generation.is_some() {
         out.events.push(Note {

@@ -1,7 +1,7 @@
 use super::*;
 use crate::desired::FAILED_SINCE;
 use crate::fixtures;
-use crate::health::{FailureReason, Health};
+use crate::health::{FailureReason, Health, Hold};
 use crate::observe::{self, node_info};
 use crate::reconcile::validate::validate;
 use kube::ResourceExt;
@@ -301,13 +301,14 @@ fn a_returning_node_is_used_again_without_moving_serving_variants() {
 }
 
 #[test]
-fn no_spare_means_unplaced_with_a_reason_and_nothing_stranded() {
+fn no_spare_leaves_the_pods_where_they_are_and_a_new_node_takes_them() {
     let mut w = World::new();
     let mut n = nodes(Health::Healthy);
     n.retain(|n| n.name == "edge-a" || n.name == "edge-b");
     w.step(&n, T0);
     w.all_ready("2026-01-01T00:00:05Z");
-    // Both nodes fail: every pod is force-deleted, nothing can be placed.
+    let before: BTreeSet<String> = w.pods.iter().map(ResourceExt::name_any).collect();
+    // Both nodes fail and nothing else fits: move, don't kill — every pod stays where it is.
     let dead: Vec<NodeInfo> = n
         .iter()
         .cloned()
@@ -317,9 +318,9 @@ fn no_spare_means_unplaced_with_a_reason_and_nothing_stranded() {
         })
         .collect();
     let p = w.step(&dead, "2026-01-01T00:01:00Z");
-    assert_eq!(p.delete.len(), 5, "4 variant pods and the aggregator pod");
-    assert!(p.delete.iter().all(|d| d.force));
+    assert!(p.delete.is_empty(), "nothing deleted: {:?}", p.delete);
     assert!(p.create.is_empty());
+    assert!(p.reschedules.is_empty(), "nothing moved yet");
     assert!(
         p.events
             .iter()
@@ -329,15 +330,153 @@ fn no_spare_means_unplaced_with_a_reason_and_nothing_stranded() {
         cond(&p.status, ConditionType::Degraded),
         ("True", "NoVariantServing")
     );
-    assert!(p.status.variants.iter().all(|v| {
-        v.node.is_none()
-            && v.message
-                .as_deref()
-                .is_some_and(|m| m.starts_with("no node fits"))
-    }));
-    // Same situation again: no repeated FailedPlacement events.
+    for v in &p.status.variants {
+        let m = v.message.as_deref().unwrap_or_default();
+        assert!(
+            m.starts_with("left on edge-")
+                && m.contains("no healthy node to move to: no node fits"),
+            "{m}"
+        );
+        assert_eq!(v.reschedules, 0);
+    }
+    let agg = &p
+        .status
+        .condition(ConditionType::Ready)
+        .expect("ready")
+        .message;
+    assert!(agg.contains("not serving"), "{agg}");
+    // Same situation again: no repeated FailedPlacement events, still nothing deleted.
     let p = w.step(&dead, "2026-01-01T00:01:10Z");
     assert!(!p.events.iter().any(|e| e.reason == "FailedPlacement"));
+    assert!(p.delete.is_empty());
+    let after: BTreeSet<String> = w.pods.iter().map(ResourceExt::name_any).collect();
+    assert_eq!(before, after);
+
+    // A node joins: the variants that fit move there, and only their stranded pods go.
+    let mut more = dead.clone();
+    let mut spare = nodes(Health::Healthy)
+        .into_iter()
+        .find(|x| x.name == "edge-f")
+        .expect("spare");
+    spare.cpu = 4.0;
+    more.push(spare);
+    let p = w.step(&more, "2026-01-01T00:02:00Z");
+    assert_eq!(p.create.len(), 4, "{:?}", p.create.len());
+    assert!(
+        p.create
+            .iter()
+            .all(|c| observe::pod_node(c) == Some("edge-f"))
+    );
+    let gone: BTreeSet<&str> = p.delete.iter().map(|d| d.name.as_str()).collect();
+    assert!(before.iter().all(|b| gone.contains(b.as_str())), "{gone:?}");
+    assert!(p.delete.iter().all(|d| d.force));
+    assert_eq!(p.reschedules.len(), 4);
+    assert!(
+        p.reschedules
+            .iter()
+            .all(|r| r.to.as_deref() == Some("edge-f"))
+    );
+}
+
+#[test]
+fn a_held_node_keeps_its_pods_and_the_status_says_moves_are_paused() {
+    let mut w = World::new();
+    let n = nodes(Health::Healthy);
+    w.step(&n, T0);
+    w.all_ready("2026-01-01T00:00:05Z");
+    w.aggregators = vec![aggregator_pod("fm-aggregator-1", "edge-a")];
+    w.step(&n, "2026-01-01T00:00:06Z");
+    let hold = Hold::Disruption {
+        zone: "site".into(),
+        state: "FullDisruption",
+        failed: 5,
+        total: 5,
+    };
+    let held: Vec<NodeInfo> = n
+        .iter()
+        .cloned()
+        .map(|mut x| {
+            x.health = Health::Held(FailureReason::LeaseExpired { silent_s: 40 }, hold.clone());
+            x
+        })
+        .collect();
+    let p = w.step(&held, "2026-01-01T00:01:00Z");
+    assert!(p.delete.is_empty() && p.create.is_empty(), "{:?}", p.delete);
+    assert!(p.reschedules.is_empty());
+    assert!(!p.events.iter().any(|e| e.reason == "FailedPlacement"));
+    assert_eq!(
+        cond(&p.status, ConditionType::Degraded),
+        ("True", "MovesPaused")
+    );
+    assert_eq!(cond(&p.status, ConditionType::Progressing).1, "MovesPaused");
+    assert_eq!(cond(&p.status, ConditionType::Ready).0, "False");
+    let msg = &p
+        .status
+        .condition(ConditionType::Degraded)
+        .expect("degraded")
+        .message;
+    assert!(
+        msg.contains("FullDisruption (5/5 nodes failed at once)"),
+        "{msg}"
+    );
+    assert!(p.status.variants.iter().all(|v| {
+        v.message
+            .as_deref()
+            .is_some_and(|m| m.contains("not moved: moves paused"))
+    }));
+    assert_eq!(
+        p.events
+            .iter()
+            .filter(|e| e.reason == "MovesPaused")
+            .count(),
+        1
+    );
+    // Still paused: no second event.
+    let p = w.step(&held, "2026-01-01T00:01:10Z");
+    assert!(!p.events.iter().any(|e| e.reason == "MovesPaused"));
+    // The nodes are back: Ready again, one MovesResumed event, and nothing was ever replaced.
+    let p = w.step(&n, "2026-01-01T00:01:30Z");
+    assert!(p.delete.is_empty() && p.create.is_empty());
+    assert_eq!(
+        cond(&p.status, ConditionType::Ready),
+        ("True", "AllVariantsServing")
+    );
+    assert_eq!(
+        p.events
+            .iter()
+            .filter(|e| e.reason == "MovesResumed")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_rate_limited_failure_is_a_short_wait_not_a_pause() {
+    let mut w = World::new();
+    let n = nodes(Health::Healthy);
+    w.step(&n, T0);
+    w.all_ready("2026-01-01T00:00:05Z");
+    let p = w.step(
+        &nodes(Health::Held(FailureReason::NotReady, Hold::RateLimited)),
+        "2026-01-01T00:01:00Z",
+    );
+    assert!(p.delete.is_empty() && p.create.is_empty());
+    assert_eq!(
+        cond(&p.status, ConditionType::Degraded),
+        ("True", "VariantsUnavailable")
+    );
+    let v2 = p
+        .status
+        .variants
+        .iter()
+        .find(|v| v.name == "v2")
+        .expect("v2");
+    assert!(
+        v2.message
+            .as_deref()
+            .is_some_and(|m| m.contains("waiting for the eviction rate limit")),
+        "{v2:?}"
+    );
 }
 
 #[test]
@@ -539,8 +678,23 @@ fn only_ready_aggregators_on_live_nodes_serve() {
         aggregator_pod("on-failed-node", "edge-a"),
         aggregator_pod("on-vanished-node", "edge-zz"),
     ];
+    let w = World::new();
+    let input = Inputs {
+        ensemble: &w.ens,
+        valid: validate(
+            &w.ens,
+            Ok((&w.manifest, fixtures::MANIFEST)),
+            &crate::config::OperatorConfig::default().host_path_prefixes,
+        ),
+        nodes: &n,
+        pods: &[],
+        services: &[],
+        aggregator_pods: &pods,
+        config: &w.cfg,
+        now: at(T0),
+    };
     let mut out = Plan::default();
-    assert_eq!(aggregator::judge(&pods, &by_name, &mut out), 1);
+    assert_eq!(aggregator::judge(&input, &by_name, &mut out), 1);
     let deleted: Vec<&str> = out.delete.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(deleted, ["on-failed-node", "on-vanished-node"]);
     assert!(out.delete.iter().all(|d| d.force));

@@ -1,14 +1,16 @@
-//! The pods of each variant. Pods on failed or deleted nodes are force-deleted at once (nothing piles up in
-//! Terminating); pods that ended (evicted, failed) or crash-loop are replaced, elsewhere if possible; one
-//! serving pod is kept where it is; outdated or duplicate pods are removed only once the desired pod serves, so
-//! spec changes do not take a variant down. Then placement finds nodes for variants without a pod, and each
-//! variant's status says what serves, what does not and why.
+//! The pods of each variant. Move, don't kill: a pod on a failed or deleted node is force-deleted (nothing
+//! piles up in Terminating) only in the reconcile that creates its replacement on a healthy node; when no node
+//! fits it stays where it is, and a pod on a node whose failure is held (a disrupted zone, a stale view, the
+//! eviction rate limit) is not touched at all. Pods that ended (evicted, failed) or crash-loop are replaced,
+//! elsewhere if possible; one serving pod is kept where it is; outdated or duplicate pods are removed only once
+//! the desired pod serves, so spec changes do not take a variant down. Then placement finds nodes for variants
+//! without a pod, and each variant's status says what serves, what does not and why.
 
 use super::{Deletion, Inputs, Note, Plan, Recovery, Reschedule};
 use crate::desired::{
     self, FAILED_SINCE, FAILURE_REASON, Replacement, TEMPLATE_HASH, VariantTemplate,
 };
-use crate::health::{FailureReason, Health};
+use crate::health::{FailureReason, Health, Hold};
 use crate::observe::{self, PodFailure};
 use crate::placement::{self, Constraints, Demand, NodeInfo, Placement};
 use jiff::Timestamp;
@@ -27,6 +29,8 @@ pub struct VariantsOutcome {
     pub ready: Vec<String>,
     /// Variants placed whose pod is not serving yet.
     pub starting: usize,
+    /// Variants left on nodes where moves are paused (a disrupted zone or a stale view), with why.
+    pub paused: Vec<String>,
 }
 
 /// A failure that took a variant's pod.
@@ -40,14 +44,20 @@ struct Failure {
     from: Option<String>,
     /// When the failure began.
     since: Timestamp,
+    /// The pod is still there, on a failed node: it goes only once its replacement has a node.
+    stranded: bool,
 }
 
 /// What to do with one existing pod.
 enum Verdict {
     /// Healthy enough to keep.
     Keep,
-    /// Already terminating on a healthy node: leave it alone.
+    /// Already terminating on a healthy node (or a held one): leave it alone.
     Terminating,
+    /// On a failed node: deleted only in the reconcile that creates its replacement on a healthy node.
+    Stranded(Failure),
+    /// On a node whose failure is held: left alone; the text says why, the flag whether moves are paused.
+    Held(String, bool),
     /// Must go.
     Replace {
         failure: Failure,
@@ -66,22 +76,34 @@ struct Judged<'p> {
     keep: Vec<&'p Pod>,
     /// The first failure that counts as a reschedule.
     failure: Option<Failure>,
+    /// Pods on failed nodes, deleted once the replacement has a node.
+    stranded: Vec<String>,
+    /// Pods on held nodes: why they are not moved, and whether moves are paused.
+    held: Option<(String, bool)>,
     /// The pod template for the current spec.
     template: VariantTemplate,
 }
 
 fn judge_pod(pod: &Pod, nodes: &BTreeMap<&str, &NodeInfo>, now: Timestamp) -> Verdict {
     let node = observe::pod_node(pod).and_then(|n| nodes.get(n));
-    let node_failure = match node {
-        None => Some(FailureReason::Gone),
+    let node_failure: Option<(FailureReason, Option<&Hold>)> = match node {
+        None => Some((FailureReason::Gone, None)),
         Some(n) => match &n.health {
-            Health::Failed(r) => Some(r.clone()),
             Health::Healthy => None,
+            Health::Failed(r) => Some((r.clone(), None)),
+            Health::Held(r, h) => Some((r.clone(), Some(h))),
         },
     };
     let deleting = pod.metadata.deletion_timestamp.is_some();
     let from = observe::pod_node(pod).map(str::to_string);
-    if let Some(r) = node_failure {
+    if let Some((r, hold)) = node_failure {
+        let on = from.as_deref().unwrap_or("?");
+        if let Some(h) = hold {
+            if deleting {
+                return Verdict::Terminating;
+            }
+            return Verdict::Held(format!("on {on} ({r}), not moved: {h}"), h.is_pause());
+        }
         let since = match r {
             FailureReason::LeaseExpired { silent_s } => now
                 .checked_sub(jiff::SignedDuration::from_secs(
@@ -90,17 +112,22 @@ fn judge_pod(pod: &Pod, nodes: &BTreeMap<&str, &NodeInfo>, now: Timestamp) -> Ve
                 .unwrap_or(now),
             _ => now,
         };
-        let on = from.as_deref().unwrap_or("?");
+        let failure = Failure {
+            reason: r.label(),
+            why: format!("{on}: {r}"),
+            from,
+            since,
+            stranded: !deleting,
+        };
+        if !deleting {
+            return Verdict::Stranded(failure);
+        }
+        // Already being deleted: finish it (grace 0) so that nothing piles up in Terminating.
         return Verdict::Replace {
-            failure: Failure {
-                reason: r.label(),
-                why: format!("{on}: {r}"),
-                from,
-                since,
-            },
+            failure,
             force: true,
             avoid: false,
-            counts: !deleting,
+            counts: false,
         };
     }
     if deleting {
@@ -111,6 +138,7 @@ fn judge_pod(pod: &Pod, nodes: &BTreeMap<&str, &NodeInfo>, now: Timestamp) -> Ve
         why,
         from: from.clone(),
         since: now,
+        stranded: false,
     };
     match observe::pod_failure(pod) {
         Some(PodFailure::Ended(why)) => Verdict::Replace {
@@ -142,10 +170,12 @@ fn judge_variant<'p>(
     pods: &[&'p Pod],
     nodes: &BTreeMap<&str, &NodeInfo>,
     out: &mut Plan,
-) -> (Judged<'p>, Demand) {
+) -> (Judged<'p>, Option<Demand>) {
     let mut judged = Judged {
         keep: vec![],
         failure: None,
+        stranded: vec![],
+        held: None,
         template,
     };
     let mut avoid = vec![];
@@ -153,6 +183,15 @@ fn judge_variant<'p>(
         match judge_pod(pod, nodes, input.now) {
             Verdict::Keep => judged.keep.push(pod),
             Verdict::Terminating => {}
+            Verdict::Held(why, paused) => {
+                judged.held.get_or_insert((why, paused));
+            }
+            Verdict::Stranded(failure) => {
+                judged.stranded.push(pod.name_any());
+                if judged.failure.is_none() {
+                    judged.failure = Some(failure);
+                }
+            }
             Verdict::Replace {
                 failure,
                 force,
@@ -200,7 +239,9 @@ fn judge_variant<'p>(
             .map(str::to_string),
         avoid,
     };
-    (judged, demand)
+    // A variant whose only pod is on a held node stays unplaced: it is not moved now.
+    let place = judged.held.is_none() || !judged.keep.is_empty();
+    (judged, place.then_some(demand))
 }
 
 /// Plans every variant's pods and writes their status entries; returns what they came to.
@@ -244,7 +285,7 @@ pub fn plan(
             .get(v.name.as_str())
             .map_or(&[][..], Vec::as_slice);
         let (j, demand) = judge_variant(input, v, mv.macs, template, pods, nodes, out);
-        demands.push(demand);
+        demands.extend(demand);
         judged.insert(v.name.as_str(), j);
     }
 
@@ -311,6 +352,17 @@ fn settle(
                 Err(e) => message = Some(e.to_string()),
             }
         }
+        // Pods on failed nodes go now that the replacement has a node.
+        for p in &j.stranded {
+            out.delete.push(Deletion {
+                name: p.clone(),
+                force: true,
+                why: j
+                    .failure
+                    .as_ref()
+                    .map_or_else(|| "node failed".into(), |f| f.why.clone()),
+            });
+        }
         // Other pods go once the desired one serves; unready ones go at once.
         for p in j.keep.iter().filter(|p| p.name_any() != name) {
             if desired_ready || !observe::pod_ready(p) {
@@ -323,7 +375,12 @@ fn settle(
         }
         desired_name = Some(name);
     }
-    if let Some(f) = &j.failure {
+    // A pod left on a failed node (no node fits) has not moved yet: counted when it does.
+    let moved = j
+        .failure
+        .as_ref()
+        .filter(|f| assigned.is_some() || !f.stranded);
+    if let Some(f) = moved {
         out.reschedules.push(Reschedule {
             variant: v.name.clone(),
             reason: f.reason,
@@ -350,8 +407,18 @@ fn settle(
         });
     }
     if let Some(why) = placed.unplaced.get(&v.name) {
-        message = Some(why.clone());
-        if prev.and_then(|p| p.message.as_deref()) != Some(why.as_str()) {
+        message = Some(match j.failure.as_ref().filter(|f| f.stranded) {
+            Some(f) => format!(
+                "left on {} ({}); no healthy node to move to: {why}",
+                f.from.as_deref().unwrap_or("?"),
+                f.why
+            ),
+            None => why.clone(),
+        });
+        if !prev
+            .and_then(|p| p.message.as_deref())
+            .is_some_and(|m| m.ends_with(why.as_str()))
+        {
             out.events.push(Note {
                 warning: true,
                 reason: "FailedPlacement",
@@ -368,6 +435,12 @@ fn settle(
         .min_by_key(|p| (Some(p.name_any()) != desired_name, p.name_any()))
         .copied();
     let ready = serving.is_some();
+    if let Some((why, paused)) = j.held.as_ref().filter(|_| !ready && assigned.is_none()) {
+        message = Some(why.clone());
+        if *paused {
+            outcome.paused.push(format!("{}: {why}", v.name));
+        }
+    }
     if ready {
         outcome.ready.push(v.name.clone());
     } else if let Some(node) = assigned {
@@ -393,7 +466,7 @@ fn settle(
         pod: serving.map(|p| p.name_any()).or(desired_name),
         ready,
         since,
-        reschedules: prev.map_or(0, |p| p.reschedules) + i32::from(j.failure.is_some()),
+        reschedules: prev.map_or(0, |p| p.reschedules) + i32::from(moved.is_some()),
         message,
     }
 }

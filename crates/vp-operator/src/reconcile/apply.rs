@@ -23,6 +23,7 @@ fn not_found(e: &kube::Error) -> bool {
 /// Deletes, then applies, what the plan says.
 pub async fn apply(ctx: &Context, ns: &str, name: &str, plan: &Plan, live: &Live) -> Result<()> {
     delete(ctx, ns, name, plan).await?;
+    ctx.gate.pass(|| format!("apply {ns}/{name}"))?;
     let client = &ctx.client;
     for pod in &plan.create {
         tracing::info!(pod = %pod.name_any(), namespace = ns, node = ?observe::pod_node(pod), "creating variant pod");
@@ -77,6 +78,7 @@ async fn delete(ctx: &Context, ns: &str, name: &str, plan: &Plan) -> Result<()> 
             grace_period_seconds: d.force.then_some(0),
             ..DeleteParams::default()
         };
+        ctx.gate.pass(|| format!("delete pod {ns}/{}", d.name))?;
         tracing::info!(pod = %d.name, namespace = ns, force = d.force, why = %d.why, "deleting variant pod");
         match pods.delete(&d.name, &params).await {
             Ok(_) => {}
@@ -87,6 +89,7 @@ async fn delete(ctx: &Context, ns: &str, name: &str, plan: &Plan) -> Result<()> 
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
     for v in &plan.delete_services {
         let svc = desired::variant_service_name(name, v);
+        ctx.gate.pass(|| format!("delete service {ns}/{svc}"))?;
         ctx.applied
             .forget(&("Service", ns.to_string(), svc.clone()));
         match services.delete(&svc, &DeleteParams::default()).await {

@@ -41,6 +41,8 @@ async fn write_status(ctx: &Context, ens: &VariantEnsemble, ns: &str, plan: &Pla
     if ens.status.as_ref() == Some(&plan.status) {
         return Ok(());
     }
+    ctx.gate
+        .pass(|| format!("status {ns}/{}", ens.name_any()))?;
     let api: Api<VariantEnsemble> = Api::namespaced(ctx.client.clone(), ns);
     let patch = StatusPatch {
         api_version: VariantEnsemble::api_version(&()).into_owned(),
@@ -56,6 +58,13 @@ async fn write_status(ctx: &Context, ens: &VariantEnsemble, ns: &str, plan: &Pla
 async fn publish(ctx: &Context, ens: &VariantEnsemble, plan: &Plan) {
     let reference = ens.object_ref(&());
     for note in &plan.events {
+        if ctx
+            .gate
+            .pass(|| format!("event {} on {}", note.reason, ens.name_any()))
+            .is_err()
+        {
+            return;
+        }
         let ev = Event {
             type_: if note.warning {
                 EventType::Warning
