@@ -352,6 +352,8 @@ fn memory_budget_is_three_quarters_of_the_limit() {
             "96",
             "--listen",
             "0.0.0.0:8080",
+            "--grpc-listen",
+            "0.0.0.0:8081",
             "--log-format",
             "json"
         ]
@@ -418,11 +420,15 @@ fn network_policies_guard_the_variants_and_open_the_aggregator() {
         .flatten()
         .map(|p| p.port.clone())
         .collect();
-    assert_eq!(ports, [Some(IntOrString::Int(8080))]);
+    // Every port of the container: HTTP and gRPC.
+    assert_eq!(
+        ports,
+        [Some(IntOrString::Int(8080)), Some(IntOrString::Int(8081))]
+    );
     let a = nps[1].spec.as_ref().expect("spec");
     let arule = &a.ingress.as_ref().expect("ingress")[0];
     assert!(arule.from.is_none(), "anyone may call the aggregator");
-    assert_eq!(arule.ports.as_ref().map(Vec::len), Some(1));
+    assert_eq!(arule.ports.as_ref().map(Vec::len), Some(2));
     assert_eq!(
         a.policy_types.as_deref(),
         Some(&["Ingress".to_string()][..])
