@@ -445,6 +445,7 @@ fn network_policies_guard_the_variants_and_open_the_aggregator() {
         .flatten()
         .map(|p| p.port.clone())
         .collect();
+    // Every port of the container: HTTP and gRPC.
     assert_eq!(
         ports,
         [Some(IntOrString::Int(8080)), Some(IntOrString::Int(8081))],
@@ -597,9 +598,8 @@ mod fetch {
     ) -> Output {
         let (command, env) = init_container();
         let mut cmd = Command::new(&command[0]);
-        cmd.args(&command[1..])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin");
+        // PATH holds only what the fetch image must have (sh, curl, sha256sum, mv), as in the site's image.
+        cmd.args(&command[1..]).env_clear().env("PATH", tools());
         for (k, v) in env {
             let v = match k.as_str() {
                 "DIR" => dir.display().to_string(),
@@ -674,6 +674,27 @@ mod fetch {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A folder with links to exactly the programs the fetch image is documented to hold (one fixed folder,
+    /// reused by every run, so that nothing accumulates in the temporary folder).
+    fn tools() -> PathBuf {
+        let dir = std::env::temp_dir().join("vp-fetch-tools");
+        std::fs::create_dir_all(&dir).expect("tools folder");
+        for tool in ["sh", "curl", "sha256sum", "mv"] {
+            let found = ["/usr/bin", "/bin"]
+                .iter()
+                .map(|d| Path::new(d).join(tool))
+                .find(|p| p.exists())
+                .unwrap_or_else(|| panic!("{tool} is not installed"));
+            match std::os::unix::fs::symlink(found, dir.join(tool)) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    panic!("link {tool}: {e}")
+                }
+                _ => {}
+            }
+        }
+        dir
+    }
+
     /// A loopback HTTP server answering every request with `head` and then `body_chunks` chunks of 64 KiB,
     /// `pause` apart; returns its port and how many body bytes it managed to send.
     fn raw_server(
@@ -739,7 +760,7 @@ mod fetch {
             stderr(&out).contains(&format!("is larger than the manifest's {} bytes", size - 1)),
             "{out:?}"
         );
-        assert_eq!(used(&dir), 0, "nothing left behind");
+        assert_eq!(used(&dir), 0, "no data left behind");
 
         // No length and an endless body (up to 64 MiB): the file-size limit stops it a block past the limit.
         let (port, sent) = raw_server(
@@ -754,7 +775,7 @@ mod fetch {
             stderr(&out).contains("is larger than the manifest's 100000 bytes"),
             "{out:?}"
         );
-        assert_eq!(used(&dir), 0, "the partial download is removed");
+        assert_eq!(used(&dir), 0, "the partial download is emptied");
         let sent = sent.join().expect("server");
         assert!(
             sent < 64 << 20,
@@ -780,7 +801,7 @@ mod fetch {
             stderr(&out).contains("took longer than 2 s"),
             "the script names the limit: {out:?}"
         );
-        assert_eq!(used(&dir), 0, "the partial download is removed");
+        assert_eq!(used(&dir), 0, "the partial download is emptied");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

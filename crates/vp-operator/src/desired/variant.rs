@@ -40,12 +40,14 @@ const VARIANT_DIR: &str = "/vp";
 /// Bounds: curl stops after `MAX_SECONDS` in all (retries included) and refuses a body whose announced length
 /// is over `MAX_BYTES` (the manifest's size); a body without a length, or a server that lies about it, is
 /// stopped by the shell's file-size limit a block past `MAX_BYTES`, so the download can never use more disk
-/// than the model. Each failure ends with one line saying which limit was hit, and removes the partial file.
+/// than the model. Each failure ends with one line saying which limit was hit and empties the partial file.
+/// Needs only `sh`, `curl`, `sha256sum` and `mv` in the image (everything else is a shell builtin).
 pub const FETCH_SCRIPT: &str = r#"set -u
 part="$DIR/$FILE.part"
-fail() { echo "fetch-model: $*" >&2; rm -f "$part"; exit 1; }
-(ulimit -f $((MAX_BYTES / 512 + 2)) && exec curl -fsSL --proto =http,https --retry 3 --connect-timeout 10 \
-  --max-time "$MAX_SECONDS" --retry-max-time "$MAX_SECONDS" --max-filesize "$MAX_BYTES" -o "$part" "$MODEL_URL")
+fail() { echo "fetch-model: $*" >&2; : >"$part"; exit 1; }
+size=$(ulimit -f $((MAX_BYTES / 512 + 2)) && exec curl -fsSL --proto =http,https --retry 3 --connect-timeout 10 \
+  --max-time "$MAX_SECONDS" --retry-max-time "$MAX_SECONDS" --max-filesize "$MAX_BYTES" \
+  -w '%{size_download}' -o "$part" "$MODEL_URL")
 rc=$?
 case $rc in
   0) ;;
@@ -53,7 +55,6 @@ case $rc in
   63|23|153) fail "$MODEL_URL is larger than the manifest's $MAX_BYTES bytes" ;;
   *) fail "downloading $MODEL_URL failed (curl exit code $rc)" ;;
 esac
-size=$(wc -c < "$part")
 [ "$size" -le "$MAX_BYTES" ] || fail "$MODEL_URL is larger than the manifest's $MAX_BYTES bytes"
 echo "$MODEL_SHA256  $part" | sha256sum -c - >/dev/null 2>&1 ||
   fail "$MODEL_URL ($size bytes) does not have the manifest's sha256 $MODEL_SHA256"
