@@ -31,8 +31,8 @@ pub struct Args {
     /// Requests taking longer than this get 408 (raised to the config's deadline_ms + 1 s when that is longer).
     #[arg(long, env = "VP_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
-    /// Memory this server may use in all, in MiB (set it to the container's memory limit); request bodies and
-    /// image decodes are admitted only while they fit.
+    /// Memory this server may use in all, in MiB (the operator passes 75 % of the container's memory
+    /// limit); request bodies and image decodes are admitted only while they fit.
     #[arg(long, env = "VP_MEMORY_BUDGET_MIB", default_value_t = 128)]
     pub memory_budget_mib: u64,
     #[command(flatten)]
