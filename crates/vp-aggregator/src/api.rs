@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower_http::trace::TraceLayer;
 use vp_core::oip::{InferResponse, ResponseTensor, TensorData};
-use vp_core::reply::{ReplyPlan, encode};
-use vp_core::{Combined, DecodedRequest, ImageBatch, decode_infer, k_from_request, validate_k};
+use vp_core::reply::encode;
+use vp_core::{Combined, DecodedRequest, ImageBatch, k_from_request, validate_k};
 use vp_server::{Admission, ApiError, MemoryBudget, ModelPath, body_error, error_reply};
 
 /// The outputs of the aggregator's infer reply.
@@ -323,14 +323,8 @@ async fn infer_inner(
 ) -> Result<(Response, bool), ApiError> {
     let snap = s.live.snapshot();
     check_model(&snap, path)?;
-    let header_len = vp_server::header_length(headers)?;
-    let body = body.map_err(body_error)?;
-    let req = vp_server::decode_off_thread(body, snap.spec.clone(), move |b, spec| {
-        decode_infer(b, header_len, spec)
-    })
-    .await?
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let plan = ReplyPlan::new(&req, &OUTPUTS).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (req, plan) =
+        vp_server::oip_http::decode_infer_body(headers, body, snap.spec.clone(), &OUTPUTS).await?;
     let (resp, degraded) = ensemble_reply(s, &snap, req).await?;
     let reply = encode(&resp, &plan).map_err(|e| {
         ApiError::new(

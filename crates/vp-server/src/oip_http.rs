@@ -4,12 +4,16 @@
 //! `{"error": "..."}`, including the ones the router makes itself (405, extractor rejections).
 
 use crate::ApiError;
+use axum::body::Bytes;
 use axum::body::{Body, to_bytes};
 use axum::extract::Request;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use vp_core::reply::ReplyPlan;
+use vp_core::{DecodedRequest, InputSpec, decode_infer};
 
 /// The versions every model of this data plane advertises in its metadata (a server serves one model file).
 pub const VERSIONS: [&str; 1] = ["1"];
@@ -36,6 +40,25 @@ impl ModelPath {
             _ => Ok(()),
         }
     }
+}
+
+/// The server-independent half of an HTTP infer handler: reads the body, decodes it against `spec` (JSON, or the
+/// binary tensor extension when the request has its header) off the async thread when it is large, and plans the
+/// reply's encoding for the server's `outputs`. Every failure is a 400 (413 for an over-size body).
+pub async fn decode_infer_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    spec: InputSpec,
+    outputs: &[&str],
+) -> Result<(DecodedRequest, ReplyPlan), ApiError> {
+    let header_len = header_length(headers)?;
+    let body = body.map_err(crate::body_error)?;
+    let req =
+        crate::decode_off_thread(body, spec, move |b, spec| decode_infer(b, header_len, spec))
+            .await?
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let plan = ReplyPlan::new(&req, outputs).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok((req, plan))
 }
 
 /// The `Inference-Header-Content-Length` of a request, if it has one; a 400 if it is not a byte count.

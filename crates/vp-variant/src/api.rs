@@ -20,10 +20,10 @@ use tokio::sync::Semaphore;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use vp_core::oip::{InferResponse, topk_response};
-use vp_core::reply::{ReplyPlan, encode};
-use vp_core::{DecodedRequest, InputSpec, decode_infer, k_from_request, top_k};
+use vp_core::reply::encode;
+use vp_core::{DecodedRequest, InputSpec, k_from_request, top_k};
 use vp_infer::Model;
-use vp_server::{Admission, ApiError, BodyCost, MemoryBudget, ModelPath, Shedder, body_error};
+use vp_server::{Admission, ApiError, BodyCost, MemoryBudget, ModelPath, Shedder};
 
 /// Shared state of the server.
 pub struct AppState {
@@ -419,14 +419,8 @@ async fn infer_inner(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     s.check_model(path)?;
-    let header_len = vp_server::header_length(headers)?;
-    let body = body.map_err(body_error)?;
-    let req = vp_server::decode_off_thread(body, s.spec.clone(), move |b, spec| {
-        decode_infer(b, header_len, spec)
-    })
-    .await?
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let plan = ReplyPlan::new(&req, &OUTPUTS).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (req, plan) =
+        vp_server::oip_http::decode_infer_body(headers, body, s.spec.clone(), &OUTPUTS).await?;
     let reply = encode(&s.answer(req).await?, &plan).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
