@@ -3,7 +3,8 @@
 //! timeouts, descriptors back to baseline, valid requests served meanwhile), and a variant that hangs while
 //! passing readiness (ejected, then re-admitted once it answers again). Durations are printed, not asserted,
 //! except where a bound is the behaviour itself (a refused bomb must not have been decoded; an ejected variant
-//! must not be waited for).
+//! must not be waited for), and stalls of the aggregator process itself (SIGSTOP longer than the probe timeout:
+//! no variant may be marked down for it, while a variant whose readiness really hangs still is).
 
 mod common;
 
@@ -386,6 +387,94 @@ async fn a_hung_variant_is_ejected_and_readmitted_when_it_answers_again() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = Arc::strong_count(&hang);
+}
+
+fn signal(agg: &Aggregator, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([sig, &agg.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success(), "kill {sig} failed");
+}
+
+/// The variants the aggregator's `/v1/status` shows as not up.
+async fn not_up(agg: &Aggregator) -> Vec<String> {
+    let status: Value = client()
+        .get(format!("{}/v1/status", agg.base))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    status["variants"]
+        .as_array()
+        .expect("variants")
+        .iter()
+        .filter(|v| v["up"] != json!(true))
+        .map(|v| v["name"].to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_of_the_aggregator_marks_no_variant_down_but_a_hung_readiness_does() {
+    // Readiness answers in 150 ms and probes start every 100 ms after the last one ended, so a probe is in flight
+    // 60 % of the time; a stop longer than the probe timeout (1 s: generous, so that a loaded machine does not
+    // fail a probe for real) expires that probe with its reply unread. Six rounds: the old prober, which marked
+    // a variant down after one timeout, fails this test with probability 1 - 0.4^6.
+    let slow_ready = |name: &str, p: f32| common::Fake {
+        ready_delay: Duration::from_millis(150),
+        ..fake_spec(name, 3, p)
+    };
+    let v0 = fake(slow_ready("v0", 0.6)).await;
+    let spec1 = slow_ready("v1", 0.5);
+    let ready_hang = spec1.ready_hang.clone();
+    let v1 = fake(spec1).await;
+    let agg = start(
+        "stall",
+        &config(
+            &[("v0", &v0), ("v1", &v1)],
+            "probe_timeout_ms: 300
+",
+        ),
+    )
+    .await;
+    let body = image_request(None);
+    for round in 0..6 {
+        signal(&agg, "-STOP");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        signal(&agg, "-CONT");
+        // Long enough for the probe that was cut off, its retry and the next period to finish.
+        let end = Instant::now() + Duration::from_millis(600);
+        while Instant::now() < end {
+            let down = not_up(&agg).await;
+            assert!(
+                down.is_empty(),
+                "round {round}: marked down after a stall of the aggregator: {down:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (st, v) = infer(&agg, &body).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(
+            v["parameters"]["variants"],
+            json!(["v0", "v1"]),
+            "round {round}"
+        );
+    }
+    // A variant whose readiness really hangs fails the probe and its retry, and is marked down.
+    ready_hang.store(true, Ordering::SeqCst);
+    let end = Instant::now() + Duration::from_secs(10);
+    while not_up(&agg).await != vec!["\"v1\"".to_string()] {
+        assert!(
+            Instant::now() < end,
+            "a variant whose readiness hangs was never marked down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (st, v) = infer(&agg, &body).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["parameters"]["variants"], json!(["v0"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

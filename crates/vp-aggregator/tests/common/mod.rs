@@ -24,6 +24,10 @@ pub struct Fake {
     pub garbage: bool,
     /// While set, infer requests are accepted and never answered (readiness still passes).
     pub hang: Arc<AtomicBool>,
+    /// How long `/v2/health/ready` takes to answer.
+    pub ready_delay: Duration,
+    /// While set, `/v2/health/ready` never answers.
+    pub ready_hang: Arc<AtomicBool>,
 }
 
 pub async fn fake_infer(State(f): State<Arc<Fake>>, body: Bytes) -> axum::response::Response {
@@ -48,8 +52,18 @@ pub async fn fake(f: Fake) -> String {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let (ready_delay, ready_hang) = (f.ready_delay, f.ready_hang.clone());
     let app = Router::new()
-        .route("/v2/health/ready", get(|| async { "{\"ready\": true}" }))
+        .route(
+            "/v2/health/ready",
+            get(move || async move {
+                tokio::time::sleep(ready_delay).await;
+                if ready_hang.load(Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
+                "{\"ready\": true}"
+            }),
+        )
         .route("/v2/models/{name}/infer", post(fake_infer))
         .with_state(Arc::new(f));
     tokio::spawn(async move {
@@ -204,6 +218,8 @@ pub fn fake_spec(name: &str, top: usize, p: f32) -> Fake {
         delay: Duration::ZERO,
         garbage: false,
         hang: Arc::new(AtomicBool::new(false)),
+        ready_delay: Duration::ZERO,
+        ready_hang: Arc::new(AtomicBool::new(false)),
     }
 }
 
