@@ -87,6 +87,8 @@ struct Results {
     aggregator_all_grpc: Lat,
     /// The same aggregator config with `variant_wire: json` (the hop to the variants as JSON), interleaved.
     aggregator_all_json_hop: Lat,
+    /// `GET /v2/health/live` on the baseline's server with the same client: the loopback HTTP floor.
+    http_floor: Lat,
     direct_fanout_all: Lat,
     direct_fanout_all_grpc: Lat,
     aggregator_all_variants: usize,
@@ -308,6 +310,30 @@ async fn fanout_lat(
     Ok(times.iter().map(|t| summarize(t)).collect())
 }
 
+/// Sequential `GET url` (a health endpoint: no inference, no body to parse) with the benchmark's client.
+async fn http_floor(http: &reqwest::Client, url: &str, a: &BenchArgs) -> Result<Lat, CliError> {
+    let mut times = Vec::with_capacity(a.iterations);
+    for i in 0..a.warmup + a.iterations {
+        let t0 = Instant::now();
+        let r = http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| CliError::msg(format!("{url}: {e}")))?;
+        let status = r.status();
+        r.bytes()
+            .await
+            .map_err(|e| CliError::msg(format!("{url}: {e}")))?;
+        if !status.is_success() {
+            return Err(CliError::msg(format!("{url}: HTTP {status}")));
+        }
+        if i >= a.warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    Ok(summarize(&times))
+}
+
 fn spawn(program: &Path, args: &[String]) -> Result<Child, CliError> {
     Command::new(program)
         .args(args)
@@ -408,8 +434,9 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
     );
     let mut models = Vec::new();
     // The aggregator gets the variants only.
-    endpoints
+    let base_url = endpoints
         .pop()
+        .map(|e| e.url)
         .ok_or_else(|| CliError::msg("no baseline endpoint"))?;
     for (v, t) in m.variants.iter().zip(&targets) {
         let b = tokio::task::block_in_place(|| bare(&m, &dir, &v.name, &set, &a))?;
@@ -446,6 +473,8 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
         grpc_request_bytes: bgrq,
         grpc_reply_bytes: bgrp,
     });
+    // The floor under every HTTP number above: the same client and server, a request with no inference.
+    let floor = http_floor(&http, &format!("{}/v2/health/live", base_url), &a).await?;
     // The same fan-out the aggregator does, done by this client: all variants at once, until the last reply.
     let mut fan = fanout_lat(&http, &targets, &[Wire::Json, Wire::Grpc], &set, &a)
         .await?
@@ -683,6 +712,12 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
         ms(Some(agg_all_json_hop.p50)),
         agg_all.p50 / agg_all_json_hop.p50
     );
+    println!(
+        "loopback HTTP floor (GET /v2/health/live, same client and server, no inference): p50 {} ms; the baseline \
+         at that floor over its bare ORT p50 would be {:.2}x",
+        ms(Some(floor.p50)),
+        (base.p50 + floor.p50) / base.p50
+    );
     println!("load average after: {}", load_average());
     if let Some(p) = &a.json {
         let r = Results {
@@ -697,6 +732,7 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
             aggregator_all: agg_all,
             aggregator_all_grpc: agg_all_grpc,
             aggregator_all_json_hop: agg_all_json_hop,
+            http_floor: floor.clone(),
             direct_fanout_all: direct_all,
             direct_fanout_all_grpc: direct_all_grpc,
             aggregator_all_variants: m.variants.len(),
