@@ -52,9 +52,10 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 work=$(mktemp -d)
 pids=()
 # Each server runs in its own session (setsid), so its whole process group (tritonserver and its Python backend
-# stub under PyTriton) is stopped on exit, and the temporary files the servers make go to $work.
+# stub under PyTriton) is stopped on exit; the temporary files the servers make go to $work (Triton's: see below).
 cleanup() {
   local p alive
+  trap '' INT TERM
   for p in "${pids[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
   for _ in $(seq 50); do
     alive=0
@@ -62,11 +63,13 @@ cleanup() {
     [ "$alive" = 0 ] && break
     sleep 0.2
   done
-  for p in "${pids[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; rm -f "/dev/shm/pytrtion$p-"*; done
+  for p in "${pids[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap "exit 130" INT
+trap "exit 143" TERM
 start() { # start NAME CMD...: run CMD in its own session with its log in $work/NAME.log
   local name=$1
   shift
@@ -98,10 +101,16 @@ for peer in $peers; do
       specs+=("mlserver=http://127.0.0.1:$h,127.0.0.1:$g,$model,http-json+grpc") ;;
     triton)
       # PyTriton's Python backend stub links libpython3.11.so by name; point it at the one of the interpreter the
-      # venv was made from, or it loads another 3.11's library under this one's standard library.
+      # venv was made from, or it loads another 3.11's library under this one's standard library. Triton and
+      # PyTriton put model copies, Python environments and shared-memory tensors in /tmp and /dev/shm under names
+      # of their own (not under TMPDIR), which a crash leaves behind: so they run in a mount namespace with a
+      # private /tmp and /dev/shm (tmpfs), which vanish with their last process.
       libdir=$("$triton_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
-      start triton env LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$triton_venv/bin/python" \
-        benches/peers/triton_onnx.py "$onnx" "$model" "$h" "$g" "$m" "$work/triton"
+      # shellcheck disable=SC2016 # "$@" is expanded by the inner shell
+      start triton unshare --mount --propagation private \
+        sh -c 'mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /dev/shm && exec "$@"' sh \
+        env LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$triton_venv/bin/python" \
+        benches/peers/triton_onnx.py "$onnx" "$model" "$h" "$g" "$m" /tmp/pytriton
       specs+=("triton=http://127.0.0.1:$h,127.0.0.1:$g,$model") ;;
     *) echo "peers: unknown peer $peer (kserve, mlserver, triton)" >&2; exit 1 ;;
   esac

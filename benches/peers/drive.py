@@ -19,6 +19,7 @@ import statistics
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,22 @@ def throughput(servers, imgs, conc):
     return out
 
 
+def batching(servers):
+    """Requests per model execution over the whole run, where the server reports both (Triton's statistics
+    extension, `GET /v2/models/NAME/stats`): above 1, its dynamic batcher ran concurrent requests as one batch."""
+    out = {}
+    for s, (url, _, model, _) in servers.items():
+        try:
+            with urllib.request.urlopen(f"{url}/v2/models/{model}/stats", timeout=10) as r:
+                stats = json.load(r)["model_stats"][0]
+        except Exception:  # the other servers have no such endpoint
+            continue
+        inferences, executions = stats["inference_count"], stats["execution_count"]
+        out[s] = {"inference_count": inferences, "execution_count": executions,
+                  "requests_per_execution": round(inferences / executions, 2) if executions else None}
+    return out
+
+
 def ratios(result, servers):
     """vp-variant (the first server) / each peer on each wire both speak: p50, p99, and mean throughput."""
     first, out = next(iter(servers)), {}
@@ -172,6 +189,7 @@ def main():
     for c in CONCURRENCY:
         result[f"throughput_c{c}"] = throughput(servers, imgs, c)
     result["ratios"] = ratios(result, servers)
+    result["batching"] = batching(servers)
     result["run"] = {
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
         "wall_s": round(time.time() - t0, 1),
@@ -196,7 +214,7 @@ def main():
     for key, r in result["ratios"].items():
         cols = [f"{r[f'throughput_c{c}']}x" for c in CONCURRENCY]
         print(f"| {key} | {r['p50']}x | {r['p99']}x | " + " | ".join(cols) + " |")
-    print(f"run: {result['run']}")
+    print(f"batching: {result['batching']}\nrun: {result['run']}")
 
 
 if __name__ == "__main__":
