@@ -13,6 +13,7 @@
 # into $VP_CACHE/venv-peers-<name>-<hash>: the client and KServe (tests/oip's pinned clients + the ONNX Runtime of
 # models/requirements.txt), MLServer (benches/peers/requirements-mlserver.txt), Triton (requirements-triton.txt).
 set -euo pipefail
+shopt -s inherit_errexit # a failed venv build inside $(...) stops the script
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 . scripts/env.sh
