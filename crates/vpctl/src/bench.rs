@@ -49,6 +49,7 @@ struct Lat {
     p50: f64,
     p90: f64,
     p99: f64,
+    mean: f64,
 }
 
 fn summarize(v: &[f64]) -> Lat {
@@ -56,6 +57,11 @@ fn summarize(v: &[f64]) -> Lat {
         p50: quantile(v, 0.5).unwrap_or(f64::NAN),
         p90: quantile(v, 0.9).unwrap_or(f64::NAN),
         p99: quantile(v, 0.99).unwrap_or(f64::NAN),
+        mean: if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        },
     }
 }
 
@@ -87,8 +93,10 @@ struct Results {
     aggregator_all_grpc: Lat,
     /// The same aggregator config with `variant_wire: json` (the hop to the variants as JSON), interleaved.
     aggregator_all_json_hop: Lat,
-    /// `GET /v2/health/live` on the baseline's server with the same client: the loopback HTTP floor.
+    /// `GET /v2` (server metadata) on the baseline's server with the same client: the loopback HTTP floor.
     http_floor: Lat,
+    /// The baseline server's own means over its JSON, binary and gRPC measurement (from its `/metrics`).
+    baseline_inside_server: ServerMeans,
     direct_fanout_all: Lat,
     direct_fanout_all_grpc: Lat,
     aggregator_all_variants: usize,
@@ -310,7 +318,61 @@ async fn fanout_lat(
     Ok(times.iter().map(|t| summarize(t)).collect())
 }
 
-/// Sequential `GET url` (a health endpoint: no inference, no body to parse) with the benchmark's client.
+/// Running sums of a variant server's own timings, from its `/metrics`.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct ServerMeans {
+    /// Mean time of one inference inside the server (`vp_variant_inference_duration_seconds`).
+    inference: f64,
+    /// Mean time from the request's arrival to its reply (`vp_variant_request_duration_seconds`, ok).
+    request: f64,
+    #[serde(skip)]
+    sums: [f64; 4],
+}
+
+impl ServerMeans {
+    /// The means over the requests between `before` and this scrape.
+    fn since(&self, before: &ServerMeans) -> ServerMeans {
+        let d: Vec<f64> = (0..4).map(|i| self.sums[i] - before.sums[i]).collect();
+        let mean = |sum: f64, n: f64| if n > 0.0 { sum / n } else { f64::NAN };
+        ServerMeans {
+            inference: mean(d[0], d[1]),
+            request: mean(d[2], d[3]),
+            sums: self.sums,
+        }
+    }
+}
+
+/// Scrapes the inference and request duration sums and counts from a variant server's `/metrics`.
+async fn server_means(http: &reqwest::Client, base_url: &str) -> Result<ServerMeans, CliError> {
+    let url = format!("{base_url}/metrics");
+    let text = http
+        .get(&url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| CliError::msg(format!("{url}: {e}")))?
+        .text()
+        .await
+        .map_err(|e| CliError::msg(format!("{url}: {e}")))?;
+    // A labelled series appears with its first observation: absent means 0 so far.
+    let value = |key: &str| -> Result<f64, CliError> {
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0))
+    };
+    Ok(ServerMeans {
+        sums: [
+            value("vp_variant_inference_duration_seconds_sum")?,
+            value("vp_variant_inference_duration_seconds_count")?,
+            value("vp_variant_request_duration_seconds_sum{outcome=\"ok\"}")?,
+            value("vp_variant_request_duration_seconds_count{outcome=\"ok\"}")?,
+        ],
+        ..Default::default()
+    })
+}
+
+/// Sequential `GET url` (server metadata: no inference, no body to parse) with the benchmark's client.
 async fn http_floor(http: &reqwest::Client, url: &str, a: &BenchArgs) -> Result<Lat, CliError> {
     let mut times = Vec::with_capacity(a.iterations);
     for i in 0..a.warmup + a.iterations {
@@ -459,7 +521,9 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
     let base_t = targets
         .pop()
         .ok_or_else(|| CliError::msg("no baseline target"))?;
+    let before = server_means(&http, &base_url).await?;
     let [(bh, brq, brp), (bhb, _, _), (bg, bgrq, bgrp)] = three(&http, &base_t, &set, &a).await?;
+    let inside = server_means(&http, &base_url).await?.since(&before);
     models.push(ModelResult {
         name: m.baseline.name.clone(),
         params: m.baseline.params,
@@ -474,7 +538,7 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
         grpc_reply_bytes: bgrp,
     });
     // The floor under every HTTP number above: the same client and server, a request with no inference.
-    let floor = http_floor(&http, &format!("{}/v2/health/live", base_url), &a).await?;
+    let floor = http_floor(&http, &format!("{}/v2", base_url), &a).await?;
     // The same fan-out the aggregator does, done by this client: all variants at once, until the last reply.
     let mut fan = fanout_lat(&http, &targets, &[Wire::Json, Wire::Grpc], &set, &a)
         .await?
@@ -713,10 +777,19 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
         agg_all.p50 / agg_all_json_hop.p50
     );
     println!(
-        "loopback HTTP floor (GET /v2/health/live, same client and server, no inference): p50 {} ms; the baseline \
+        "loopback HTTP floor (GET /v2 server metadata, same client and server, no inference): p50 {} ms; the baseline \
          at that floor over its bare ORT p50 would be {:.2}x",
         ms(Some(floor.p50)),
         (base.p50 + floor.p50) / base.p50
+    );
+    println!(
+        "baseline inside its server (means over its JSON, binary and gRPC requests): inference {} ms, request \
+         handling {} ms; bare ORT loop mean {} ms: the same model runs {:.2}x slower between requests than \
+         back to back",
+        ms(Some(inside.inference)),
+        ms(Some(inside.request)),
+        ms(Some(base.mean)),
+        inside.inference / base.mean
     );
     println!("load average after: {}", load_average());
     if let Some(p) = &a.json {
@@ -733,6 +806,7 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
             aggregator_all_grpc: agg_all_grpc,
             aggregator_all_json_hop: agg_all_json_hop,
             http_floor: floor.clone(),
+            baseline_inside_server: inside,
             direct_fanout_all: direct_all,
             direct_fanout_all_grpc: direct_all_grpc,
             aggregator_all_variants: m.variants.len(),
