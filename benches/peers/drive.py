@@ -1,27 +1,33 @@
-"""Drives two OIP servers serving the same ONNX model with the same official client (tritonclient 2.73, http and
-grpc) and prints/writes latency and throughput per server and wire. Used by benches/peers.sh.
+"""Drives OIP servers serving the same ONNX model with the same official client (tritonclient 2.73, http and grpc) and
+prints/writes latency and throughput per server and wire, and each measure of the first server (vp-variant) as a
+ratio of every other server's on the same wire. Used by benches/peers.sh.
 
 Latency: batch 1, one request in flight, the servers and wires interleaved request by request (so every
 combination sees the same images and the same machine). Throughput: C client threads (one client each) for a fixed
 time per combination, the combinations in rotation, two rounds.
 
-Usage: python drive.py OUT.json DATA_DIR NAME=HTTP_URL,GRPC_ADDR,MODEL [NAME=...]
+Before timing, 50 images per server and wire must give identical top-k classes everywhere. A wire a server is
+declared not to speak (WIRES, `+`-separated, default all three) is tried once, and the server's refusal is recorded.
+
+Usage: python drive.py OUT.json DATA_DIR NAME=HTTP_URL,GRPC_ADDR,MODEL[,WIRES] [NAME=...]
 """
 
 import gzip
 import json
+import os
 import statistics
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 
-LATENCY_ROUNDS = 400
-THROUGHPUT_SECONDS = 4.0
+LATENCY_ROUNDS = int(os.environ.get("PEERS_LATENCY_ROUNDS", "400"))  # smaller for a smoke test
+THROUGHPUT_SECONDS = float(os.environ.get("PEERS_SECONDS", "4"))
 CONCURRENCY = (8, 64)
 WIRES = ("http-json", "http-binary", "grpc")
 
@@ -68,8 +74,22 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
+def unsupported(servers, imgs):
+    """The answer of each server to one request on each wire it is declared not to speak (expected: an error)."""
+    out = {}
+    for s, (url, addr, model, wires) in servers.items():
+        for w in WIRES:
+            if w not in wires:
+                try:
+                    Caller(w, url, addr, model).call(imgs[:1])
+                    out[f"{s}/{w}"] = "answered (declared unsupported, but it worked)"
+                except Exception as e:  # the refusal is the result
+                    out[f"{s}/{w}"] = f"{type(e).__name__}: {e}"[:400]
+    return out
+
+
 def latency(servers, imgs):
-    callers = {(s, w): Caller(w, *servers[s]) for s in servers for w in WIRES}
+    callers = {(s, w): Caller(w, *servers[s][:3]) for s in servers for w in servers[s][3]}
     answers = {}
     for key, c in callers.items():  # warm-up; every server and wire must give the same top-k classes
         answers[key] = np.concatenate([c.call(imgs[i : i + 1]) for i in range(50)])
@@ -92,8 +112,8 @@ def throughput(servers, imgs, conc):
     out = {}
     for rnd in range(2):
         for s in servers:
-            for w in WIRES:
-                callers = [Caller(w, *servers[s]) for _ in range(conc)]
+            for w in servers[s][3]:
+                callers = [Caller(w, *servers[s][:3]) for _ in range(conc)]
                 stop = time.perf_counter() + THROUGHPUT_SECONDS
                 done = [0] * conc
                 errors = [0] * conc
@@ -123,18 +143,63 @@ def throughput(servers, imgs, conc):
     return out
 
 
+def batching(servers):
+    """Requests per model execution over the whole run, where the server reports both (Triton's statistics
+    extension, `GET /v2/models/NAME/stats`): above 1, its dynamic batcher ran concurrent requests as one batch."""
+    out = {}
+    for s, (url, _, model, _) in servers.items():
+        try:
+            with urllib.request.urlopen(f"{url}/v2/models/{model}/stats", timeout=10) as r:
+                stats = json.load(r)["model_stats"][0]
+        except Exception:  # the other servers have no such endpoint
+            continue
+        inferences, executions = stats["inference_count"], stats["execution_count"]
+        out[s] = {"inference_count": inferences, "execution_count": executions,
+                  "requests_per_execution": round(inferences / executions, 2) if executions else None}
+    return out
+
+
+def ratios(result, servers):
+    """vp-variant (the first server) / each peer on each wire both speak: p50, p99, and mean throughput."""
+    first, out = next(iter(servers)), {}
+    for peer in list(servers)[1:]:
+        for w in servers[first][3]:
+            if w not in servers[peer][3]:
+                continue
+            a, b = result["latency_batch1"][f"{first}/{w}"], result["latency_batch1"][f"{peer}/{w}"]
+            r = {"p50": round(a["p50_ms"] / b["p50_ms"], 2), "p99": round(a["p99_ms"] / b["p99_ms"], 2)}
+            for c in CONCURRENCY:
+                ta, tb = (statistics.mean(result[f"throughput_c{c}"][f"{x}/{w}"]["rps"]) for x in (first, peer))
+                r[f"throughput_c{c}"] = round(ta / tb, 2) if tb else None
+            out[f"{first}/{peer}/{w}"] = r
+    return out
+
+
 def main():
     out_path, data_dir = Path(sys.argv[1]), Path(sys.argv[2])
     servers = {}
     for arg in sys.argv[3:]:
         name, spec = arg.split("=", 1)
-        http_url, grpc_addr, model = spec.split(",")
-        servers[name] = (http_url, grpc_addr, model)
+        parts = spec.split(",")
+        wires = tuple(w for w in WIRES if w in parts[3].split("+")) if len(parts) > 3 else WIRES
+        servers[name] = (parts[0], parts[1], parts[2], wires)
     imgs = images(data_dir, 1000)
-    result = {"latency_batch1": latency(servers, imgs)}
+    t0, load0 = time.time(), os.getloadavg()
+    result = {"unsupported": unsupported(servers, imgs), "latency_batch1": latency(servers, imgs)}
     for c in CONCURRENCY:
         result[f"throughput_c{c}"] = throughput(servers, imgs, c)
-    out_path.write_text(json.dumps(result, indent=1))
+    result["ratios"] = ratios(result, servers)
+    result["batching"] = batching(servers)
+    result["run"] = {
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
+        "wall_s": round(time.time() - t0, 1),
+        "cpus": os.cpu_count(),
+        "loadavg_before": [round(x, 2) for x in load0],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    out_path.write_text(json.dumps(result, indent=1) + "\n")
+    for key, why in result["unsupported"].items():
+        print(f"{key}: not offered: {why}")
     print("| server / wire | p50 ms | p99 ms | " + " | ".join(f"req/s, {c} in flight (2 rounds)" for c in CONCURRENCY)
           + " |")
     print("|---|---:|---:|" + "---:|" * len(CONCURRENCY))
@@ -144,6 +209,12 @@ def main():
             t = result[f"throughput_c{c}"][key]
             cols.append(" / ".join(str(r) for r in t["rps"]) + (f" ({t['errors']} errors)" if t["errors"] else ""))
         print(f"| {key} | {lat['p50_ms']} | {lat['p99_ms']} | " + " | ".join(cols) + " |")
+    print("\n| vp-variant / peer, wire | p50 | p99 | " + " | ".join(f"req/s, {c} in flight" for c in CONCURRENCY) + " |")
+    print("|---|---:|---:|" + "---:|" * len(CONCURRENCY))
+    for key, r in result["ratios"].items():
+        cols = [f"{r[f'throughput_c{c}']}x" for c in CONCURRENCY]
+        print(f"| {key} | {r['p50']}x | {r['p99']}x | " + " | ".join(cols) + " |")
+    print(f"batching: {result['batching']}\nrun: {result['run']}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 use crate::state::{Endpoint, Live, Snapshot};
 use std::time::Duration;
 use tokio::time::Instant;
-use vp_core::oip::{InferResponse, KParam, OutgoingRequest, OutgoingTensor, parse_topk_response};
+use vp_core::oip::{InferResponse, encode_outgoing, parse_topk_response};
 use vp_core::{ImageBatch, TopK};
 
 /// The HTTP client used for variant calls and probes (keep-alive pool, no proxies: variants are on the local
@@ -72,18 +72,14 @@ pub async fn fan_out(
 ) -> FanOut {
     let mut shape = vec![batch.n];
     shape.extend_from_slice(&snap.spec.chw);
-    let req = OutgoingRequest {
-        id: None,
-        inputs: [OutgoingTensor {
-            name: &snap.spec.name,
-            shape,
-            datatype: "UINT8",
-            data: &batch.data,
-        }],
-        parameters: KParam { k },
-    };
-    let body = match serde_json::to_vec(&req) {
-        Ok(b) => bytes::Bytes::from(b),
+    let encoded = match encode_outgoing(
+        snap.config.variant_wire,
+        &snap.spec.name,
+        &shape,
+        &batch.data,
+        k,
+    ) {
+        Ok(e) => e,
         Err(e) => {
             return FanOut {
                 replies: snap
@@ -100,6 +96,8 @@ pub async fn fan_out(
             };
         }
     };
+    let header_len = encoded.header_len;
+    let body = bytes::Bytes::from(encoded.body);
     let deadline = Instant::now() + Duration::from_millis(snap.config.deadline_ms);
     let classes = snap.manifest.classes();
     let calls = snap
@@ -111,7 +109,7 @@ pub async fn fan_out(
             async move {
                 let outcome = match tokio::time::timeout_at(
                     deadline,
-                    call(client, ep, body, batch.n, k, classes),
+                    call(client, ep, body, header_len, batch.n, k, classes),
                 )
                 .await
                 {
@@ -160,14 +158,19 @@ async fn call(
     client: &reqwest::Client,
     ep: &Endpoint,
     body: bytes::Bytes,
+    header_len: Option<usize>,
     n: usize,
     k: usize,
     classes: usize,
 ) -> Result<Vec<TopK>, CallError> {
-    let mut resp = client
-        .post(&ep.infer_url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
+    let req = client.post(&ep.infer_url).body(body);
+    let req = match header_len {
+        None => req.header(reqwest::header::CONTENT_TYPE, "application/json"),
+        Some(h) => req
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header("inference-header-content-length", h),
+    };
+    let mut resp = req
         .send()
         .await
         .map_err(|e| CallError::Down(format!("unreachable ({})", error_chain(&e))))?;

@@ -3,6 +3,7 @@
 
 use crate::combine::{CombineRule, Combiner};
 use crate::manifest::Manifest;
+use crate::oip::VariantWire;
 use crate::topk::validate_k;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,6 +59,10 @@ pub struct AggregatorConfig {
     /// First ejection period; each further ejection without a success in between doubles it (at most 16x).
     #[serde(default = "default_outlier_ejection_ms")]
     pub outlier_ejection_ms: u64,
+    /// How requests to the variants are encoded: `binary` (Triton's binary tensor extension, the default) or
+    /// `json`.
+    #[serde(default)]
+    pub variant_wire: VariantWire,
     pub variants: Vec<VariantEndpoint>,
 }
 

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
+use vp_core::oip::VariantWire;
 use vp_core::{AggregatorConfig, Manifest, VariantEndpoint};
 use vp_infer::Model;
 
@@ -48,6 +49,7 @@ struct Lat {
     p50: f64,
     p90: f64,
     p99: f64,
+    mean: f64,
 }
 
 fn summarize(v: &[f64]) -> Lat {
@@ -55,6 +57,11 @@ fn summarize(v: &[f64]) -> Lat {
         p50: quantile(v, 0.5).unwrap_or(f64::NAN),
         p90: quantile(v, 0.9).unwrap_or(f64::NAN),
         p99: quantile(v, 0.99).unwrap_or(f64::NAN),
+        mean: if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        },
     }
 }
 
@@ -84,6 +91,12 @@ struct Results {
     models: Vec<ModelResult>,
     aggregator_all: Lat,
     aggregator_all_grpc: Lat,
+    /// The same aggregator config with `variant_wire: json` (the hop to the variants as JSON), interleaved.
+    aggregator_all_json_hop: Lat,
+    /// `GET /v2` (server metadata) on the baseline's server with the same client: the loopback HTTP floor.
+    http_floor: Lat,
+    /// The baseline server's own means over its JSON, binary and gRPC measurement (from its `/metrics`).
+    baseline_inside_server: ServerMeans,
     direct_fanout_all: Lat,
     direct_fanout_all_grpc: Lat,
     aggregator_all_variants: usize,
@@ -234,14 +247,26 @@ async fn interleaved(
     set: &TestSet,
     a: &BenchArgs,
 ) -> Result<Vec<(Lat, usize, usize)>, CliError> {
-    let mut times = vec![Vec::with_capacity(a.iterations); wires.len()];
-    let mut sizes = vec![(0, 0); wires.len()];
+    let pairs: Vec<(&Target, Wire)> = wires.iter().map(|&w| (t, w)).collect();
+    interleaved_pairs(http, &pairs, set, a).await
+}
+
+/// As [`interleaved`], over (server, wire) pairs: request i goes to every pair, the first pair rotating.
+async fn interleaved_pairs(
+    http: &reqwest::Client,
+    pairs: &[(&Target, Wire)],
+    set: &TestSet,
+    a: &BenchArgs,
+) -> Result<Vec<(Lat, usize, usize)>, CliError> {
+    let mut times = vec![Vec::with_capacity(a.iterations); pairs.len()];
+    let mut sizes = vec![(0, 0); pairs.len()];
     for i in 0..a.warmup + a.iterations {
         let img = set.image(i % set.len());
-        for j in 0..wires.len() {
-            let w = (i + j) % wires.len();
+        for j in 0..pairs.len() {
+            let w = (i + j) % pairs.len();
+            let (t, wire) = pairs[w];
             let t0 = Instant::now();
-            sizes[w] = call(http, t, wires[w], img, a.k).await?;
+            sizes[w] = call(http, t, wire, img, a.k).await?;
             if i >= a.warmup {
                 times[w].push(t0.elapsed().as_secs_f64());
             }
@@ -291,6 +316,84 @@ async fn fanout_lat(
         }
     }
     Ok(times.iter().map(|t| summarize(t)).collect())
+}
+
+/// Running sums of a variant server's own timings, from its `/metrics`.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct ServerMeans {
+    /// Mean time of one inference inside the server (`vp_variant_inference_duration_seconds`).
+    inference: f64,
+    /// Mean time from the request's arrival to its reply (`vp_variant_request_duration_seconds`, ok).
+    request: f64,
+    #[serde(skip)]
+    sums: [f64; 4],
+}
+
+impl ServerMeans {
+    /// The means over the requests between `before` and this scrape.
+    fn since(&self, before: &ServerMeans) -> ServerMeans {
+        let d: Vec<f64> = (0..4).map(|i| self.sums[i] - before.sums[i]).collect();
+        let mean = |sum: f64, n: f64| if n > 0.0 { sum / n } else { f64::NAN };
+        ServerMeans {
+            inference: mean(d[0], d[1]),
+            request: mean(d[2], d[3]),
+            sums: self.sums,
+        }
+    }
+}
+
+/// Scrapes the inference and request duration sums and counts from a variant server's `/metrics`.
+async fn server_means(http: &reqwest::Client, base_url: &str) -> Result<ServerMeans, CliError> {
+    let url = format!("{base_url}/metrics");
+    let text = http
+        .get(&url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| CliError::msg(format!("{url}: {e}")))?
+        .text()
+        .await
+        .map_err(|e| CliError::msg(format!("{url}: {e}")))?;
+    // A labelled series appears with its first observation: absent means 0 so far.
+    let value = |key: &str| -> Result<f64, CliError> {
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0))
+    };
+    Ok(ServerMeans {
+        sums: [
+            value("vp_variant_inference_duration_seconds_sum")?,
+            value("vp_variant_inference_duration_seconds_count")?,
+            value("vp_variant_request_duration_seconds_sum{outcome=\"ok\"}")?,
+            value("vp_variant_request_duration_seconds_count{outcome=\"ok\"}")?,
+        ],
+        ..Default::default()
+    })
+}
+
+/// Sequential `GET url` (server metadata: no inference, no body to parse) with the benchmark's client.
+async fn http_floor(http: &reqwest::Client, url: &str, a: &BenchArgs) -> Result<Lat, CliError> {
+    let mut times = Vec::with_capacity(a.iterations);
+    for i in 0..a.warmup + a.iterations {
+        let t0 = Instant::now();
+        let r = http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| CliError::msg(format!("{url}: {e}")))?;
+        let status = r.status();
+        r.bytes()
+            .await
+            .map_err(|e| CliError::msg(format!("{url}: {e}")))?;
+        if !status.is_success() {
+            return Err(CliError::msg(format!("{url}: HTTP {status}")));
+        }
+        if i >= a.warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    Ok(summarize(&times))
 }
 
 fn spawn(program: &Path, args: &[String]) -> Result<Child, CliError> {
@@ -393,8 +496,9 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
     );
     let mut models = Vec::new();
     // The aggregator gets the variants only.
-    endpoints
+    let base_url = endpoints
         .pop()
+        .map(|e| e.url)
         .ok_or_else(|| CliError::msg("no baseline endpoint"))?;
     for (v, t) in m.variants.iter().zip(&targets) {
         let b = tokio::task::block_in_place(|| bare(&m, &dir, &v.name, &set, &a))?;
@@ -417,7 +521,9 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
     let base_t = targets
         .pop()
         .ok_or_else(|| CliError::msg("no baseline target"))?;
+    let before = server_means(&http, &base_url).await?;
     let [(bh, brq, brp), (bhb, _, _), (bg, bgrq, bgrp)] = three(&http, &base_t, &set, &a).await?;
+    let inside = server_means(&http, &base_url).await?.since(&before);
     models.push(ModelResult {
         name: m.baseline.name.clone(),
         params: m.baseline.params,
@@ -431,6 +537,8 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
         grpc_request_bytes: bgrq,
         grpc_reply_bytes: bgrp,
     });
+    // The floor under every HTTP number above: the same client and server, a request with no inference.
+    let floor = http_floor(&http, &format!("{}/v2", base_url), &a).await?;
     // The same fan-out the aggregator does, done by this client: all variants at once, until the last reply.
     let mut fan = fanout_lat(&http, &targets, &[Wire::Json, Wire::Grpc], &set, &a)
         .await?
@@ -440,12 +548,16 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
         _ => return Err(CliError::msg("no fan-out measurement")),
     };
 
-    // The aggregator over all variants, then (hot-reloaded) over the slowest variant alone.
+    // The aggregator over all variants (binary hop to its variants, the default), interleaved with a second
+    // aggregator that sends JSON to the same variants; then (hot-reloaded) over the slowest variant alone.
     let state = std::env::temp_dir().join(format!("vpctl-bench-{}", std::process::id()));
     std::fs::create_dir_all(&state)
         .map_err(|e| CliError::msg(format!("{}: {e}", state.display())))?;
     let config_path = state.join("aggregator.yaml");
-    let write_config = |eps: Vec<VariantEndpoint>| -> Result<(), CliError> {
+    let write_config = |path: &Path,
+                        eps: Vec<VariantEndpoint>,
+                        variant_wire: VariantWire|
+     -> Result<(), CliError> {
         let c = AggregatorConfig {
             schema_version: 1,
             manifest: manifest_path.clone(),
@@ -459,48 +571,63 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
             probe_timeout_ms: 300,
             outlier_failures: 3,
             outlier_ejection_ms: 5_000,
+            variant_wire,
             variants: eps,
         };
         let y = serde_yaml::to_string(&c).map_err(|e| CliError::msg(e.to_string()))?;
-        std::fs::write(&config_path, y)
-            .map_err(|e| CliError::msg(format!("{}: {e}", config_path.display())))
+        std::fs::write(path, y).map_err(|e| CliError::msg(format!("{}: {e}", path.display())))
     };
-    write_config(endpoints.clone())?;
-    let agg_port = free_port()?;
-    let agg_url = format!("http://127.0.0.1:{agg_port}");
-    let agg_grpc = format!("127.0.0.1:{}", free_port()?);
-    procs.0.push(spawn(
-        &find_binary("vp-aggregator")?,
-        &[
-            "--config".into(),
-            config_path.display().to_string(),
-            "--listen".into(),
-            format!("127.0.0.1:{agg_port}"),
-            "--grpc-listen".into(),
-            agg_grpc.clone(),
-        ],
-    )?);
-    if !wait_ready(
-        &http,
-        &format!("{agg_url}/v2/health/ready"),
-        Duration::from_secs(30),
-    )
-    .await
-    {
-        return Err(CliError::msg("aggregator did not become ready"));
+    write_config(&config_path, endpoints.clone(), VariantWire::Binary)?;
+    let json_hop_path = state.join("aggregator-json-hop.yaml");
+    write_config(&json_hop_path, endpoints.clone(), VariantWire::Json)?;
+    let mut aggs = Vec::new();
+    for path in [&config_path, &json_hop_path] {
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let grpc = format!("127.0.0.1:{}", free_port()?);
+        procs.0.push(spawn(
+            &find_binary("vp-aggregator")?,
+            &[
+                "--config".into(),
+                path.display().to_string(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--grpc-listen".into(),
+                grpc.clone(),
+            ],
+        )?);
+        if !wait_ready(
+            &http,
+            &format!("{url}/v2/health/ready"),
+            Duration::from_secs(30),
+        )
+        .await
+        {
+            return Err(CliError::msg("aggregator did not become ready"));
+        }
+        aggs.push((
+            url.clone(),
+            Target {
+                url: format!("{url}/v2/models/{}/infer", m.family),
+                grpc: grpc_connect(&grpc).await?,
+                model: m.family.clone(),
+                input: input.clone(),
+            },
+        ));
     }
-    let agg = Target {
-        url: format!("{agg_url}/v2/models/{}/infer", m.family),
-        grpc: grpc_connect(&agg_grpc).await?,
-        model: m.family.clone(),
-        input: input.clone(),
-    };
-    let mut both = interleaved(&http, &agg, &[Wire::Json, Wire::Grpc], &set, &a)
-        .await?
-        .into_iter()
-        .map(|(l, _, _)| l);
-    let (agg_all, agg_all_grpc) = match (both.next(), both.next()) {
-        (Some(j), Some(g)) => (j, g),
+    let (agg_url, agg) = &aggs[0];
+    let json_hop = &aggs[1].1;
+    let mut all = interleaved_pairs(
+        &http,
+        &[(agg, Wire::Json), (agg, Wire::Grpc), (json_hop, Wire::Json)],
+        &set,
+        &a,
+    )
+    .await?
+    .into_iter()
+    .map(|(l, _, _)| l);
+    let (agg_all, agg_all_grpc, agg_all_json_hop) = match (all.next(), all.next(), all.next()) {
+        (Some(j), Some(g), Some(h)) => (j, g, h),
         _ => return Err(CliError::msg("no aggregator measurement")),
     };
     let slowest = models[..m.variants.len()]
@@ -515,11 +642,13 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
         .map(|r| r.name.clone())
         .unwrap_or_default();
     write_config(
+        &config_path,
         endpoints
             .iter()
             .filter(|e| e.name == slowest)
             .cloned()
             .collect(),
+        VariantWire::Binary,
     )?;
     let end = Instant::now() + Duration::from_secs(15);
     loop {
@@ -539,7 +668,7 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (agg_single, _, _) = wire_lat(&http, &agg, Wire::Json, &set, &a).await?;
+    let (agg_single, _, _) = wire_lat(&http, agg, Wire::Json, &set, &a).await?;
     // Re-measure the slowest variant directly right after, for the overhead comparison in the same conditions.
     let slow_t = targets
         .iter()
@@ -640,6 +769,28 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
         ms(Some(direct_all_grpc.p50)),
         direct_all_grpc.p50 / direct_all.p50
     );
+    println!(
+        "hop to the variants: binary extension p50 {} ms, JSON p50 {} ms (binary {:.2}x JSON), same variants, \
+         interleaved",
+        ms(Some(agg_all.p50)),
+        ms(Some(agg_all_json_hop.p50)),
+        agg_all.p50 / agg_all_json_hop.p50
+    );
+    println!(
+        "loopback HTTP floor (GET /v2 server metadata, same client and server, no inference): p50 {} ms; the baseline \
+         at that floor over its bare ORT p50 would be {:.2}x",
+        ms(Some(floor.p50)),
+        (base.p50 + floor.p50) / base.p50
+    );
+    println!(
+        "baseline inside its server (means over its JSON, binary and gRPC requests): inference {} ms, request \
+         handling {} ms; bare ORT loop mean {} ms: the same model runs {:.2}x slower between requests than \
+         back to back",
+        ms(Some(inside.inference)),
+        ms(Some(inside.request)),
+        ms(Some(base.mean)),
+        inside.inference / base.mean
+    );
     println!("load average after: {}", load_average());
     if let Some(p) = &a.json {
         let r = Results {
@@ -653,6 +804,9 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
             models,
             aggregator_all: agg_all,
             aggregator_all_grpc: agg_all_grpc,
+            aggregator_all_json_hop: agg_all_json_hop,
+            http_floor: floor.clone(),
+            baseline_inside_server: inside,
             direct_fanout_all: direct_all,
             direct_fanout_all_grpc: direct_all_grpc,
             aggregator_all_variants: m.variants.len(),

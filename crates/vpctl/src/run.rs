@@ -224,6 +224,7 @@ pub async fn run(a: RunArgs) -> Result<(), CliError> {
         probe_timeout_ms: 300,
         outlier_failures: 3,
         outlier_ejection_ms: 5_000,
+        variant_wire: Default::default(),
         variants: endpoints,
     };
     config

@@ -284,6 +284,61 @@ async fn classify(c: &reqwest::Client, url: &str, index: usize, image: &[u8], la
     }
 }
 
+/// `vpctl bench` end to end in its smallest form: every measurement is taken (bare ORT, the three wires, the
+/// loopback floor, the server's own timings, the aggregator with the binary and the JSON hop) and written as
+/// JSON. The numbers are not judged here (a benchmark's results go to docs/, not into assertions); only that
+/// each one exists and is a time.
+#[test]
+fn bench_takes_every_measurement() {
+    let dir = std::env::temp_dir().join(format!("vpctl-bench-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let json = dir.join("bench.json");
+    let out = vpctl()
+        .args(["bench", "--iterations", "20", "--warmup", "2", "--json"])
+        .arg(&json)
+        .arg(family_dir().join("ensemble.yaml"))
+        .output()
+        .expect("vpctl bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    let _ = std::fs::remove_dir_all(&dir);
+    let time = |v: &Value| v.as_f64().is_some_and(|x| x > 0.0 && x < 10.0);
+    assert_eq!(r["models"].as_array().map(Vec::len), Some(5), "{r}");
+    for m in r["models"].as_array().into_iter().flatten() {
+        for key in ["bare_ort", "http", "http_binary", "grpc"] {
+            assert!(time(&m[key]["p50"]), "{key} of {}: {m}", m["name"]);
+        }
+    }
+    for key in [
+        "aggregator_all",
+        "aggregator_all_grpc",
+        "aggregator_all_json_hop",
+        "http_floor",
+        "aggregator_single",
+    ] {
+        assert!(time(&r[key]["p50"]) && time(&r[key]["mean"]), "{key}: {r}");
+    }
+    let inside = &r["baseline_inside_server"];
+    assert!(
+        time(&inside["inference"]) && time(&inside["request"]),
+        "{inside}"
+    );
+    assert!(
+        inside["request"].as_f64() >= inside["inference"].as_f64(),
+        "a request's handling includes its inference: {inside}"
+    );
+    assert!(
+        stdout.contains("hop to the variants: binary extension"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn killing_variants_loses_no_request_and_restarted_variants_rejoin() {
     let e = Ensemble::start("failover");

@@ -30,7 +30,11 @@ pub struct Fake {
     pub ready_hang: Arc<AtomicBool>,
 }
 
-pub async fn fake_infer(State(f): State<Arc<Fake>>, body: Bytes) -> axum::response::Response {
+pub async fn fake_infer(
+    State(f): State<Arc<Fake>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
     tokio::time::sleep(f.delay).await;
     if f.hang.load(Ordering::SeqCst) {
@@ -39,7 +43,13 @@ pub async fn fake_infer(State(f): State<Arc<Fake>>, body: Bytes) -> axum::respon
     if f.garbage {
         return (axum::http::StatusCode::OK, "{\"outputs\": 17}").into_response();
     }
-    let req: Value = serde_json::from_slice(&body).unwrap_or_default();
+    // The aggregator sends the binary tensor extension by default: the JSON header is the first H bytes.
+    let header_len = headers
+        .get("inference-header-content-length")
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(body.len())
+        .min(body.len());
+    let req: Value = serde_json::from_slice(&body[..header_len]).unwrap_or_default();
     let n = req["inputs"][0]["shape"][0].as_u64().unwrap_or(1) as usize;
     let k = req["parameters"]["k"].as_u64().unwrap_or(3) as usize;
     let rows: Vec<_> = (0..n).map(|_| vp_core::top_k(&f.probs, k)).collect();
