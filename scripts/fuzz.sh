@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Fuzzes the data plane's decoders (the OIP request decoder and the image input) with cargo-fuzz for a bounded
-# time each; not part of scripts/test.sh. Installs cargo-fuzz into the project cache on first use and needs the
-# nightly toolchain (rustup toolchain install nightly). The corpus grows in fuzz/corpus/<target> (not checked
-# in), starting from the seeds in fuzz/seeds/<target>. Prints, per target, the runs, the corpus size and the
-# result; a crash stops with its reproducer in fuzz/artifacts/<target>.
+# Fuzzes the data plane's decoders (the OIP request decoder, the gRPC ModelInferRequest decoder and the image
+# input) with cargo-fuzz for a bounded time each; not part of scripts/test.sh. Installs cargo-fuzz into the project
+# cache on first use and needs the nightly toolchain (rustup toolchain install nightly). The corpus grows in
+# fuzz/corpus/<target> (not checked in), starting from the seeds in fuzz/seeds/<target>. Prints, per target, the
+# runs, the corpus size and the result; a crash stops with its reproducer in fuzz/artifacts/<target>.
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]     (default 60)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,7 +20,7 @@ rustup run nightly rustc --version >/dev/null 2>&1 || { echo "fuzz: the nightly 
 # The fuzz build has its own target folder: sanitizer builds must not replace the normal ones.
 export CARGO_TARGET_DIR="$VP_CACHE/target-fuzz"
 status=0
-for target in oip_request image_input; do
+for target in oip_request oip_grpc image_input; do
   corpus="fuzz/corpus/$target"
   mkdir -p "$corpus"
   log=$(mktemp)
