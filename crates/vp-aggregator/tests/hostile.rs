@@ -334,14 +334,7 @@ async fn a_hung_variant_is_ejected_and_readmitted_when_it_answers_again() {
             t.elapsed()
         );
     }
-    let status: Value = client()
-        .get(format!("{}/v1/status", agg.base))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let (_, status) = get_json(&agg, "/v1/status").await;
     assert_eq!(status["variants"][1]["ejected"], json!(true), "{status}");
     // Ejected: answers come in the time of the healthy variant, not the deadline.
     let mut after = Vec::new();
@@ -399,14 +392,7 @@ fn signal(agg: &Aggregator, sig: &str) {
 
 /// The variants the aggregator's `/v1/status` shows as not up.
 async fn not_up(agg: &Aggregator) -> Vec<String> {
-    let status: Value = client()
-        .get(format!("{}/v1/status", agg.base))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let (_, status) = get_json(agg, "/v1/status").await;
     status["variants"]
         .as_array()
         .expect("variants")

@@ -11,21 +11,11 @@ mod common;
 
 use common::*;
 
-async fn get(agg: &Aggregator, path: &str) -> (u16, Value) {
-    let r = client()
-        .get(format!("{}{path}", agg.base))
-        .send()
-        .await
-        .expect("send");
-    let st = r.status().as_u16();
-    (st, r.json().await.unwrap_or(Value::Null))
-}
-
 /// Polls `path` until `ok` holds for (status, body); panics with the last answer after 10 s.
 async fn wait_for(agg: &Aggregator, path: &str, ok: impl Fn(u16, &Value) -> bool) -> Value {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
-        let (st, v) = get(agg, path).await;
+        let (st, v) = get_json(agg, path).await;
         if ok(st, &v) {
             return v;
         }
@@ -46,12 +36,12 @@ async fn reports_the_served_config_and_is_ready_only_on_the_expected_one() {
 
     // The operator's new pod starts while the kubelet still shows it the old config.
     let agg = start_with("digest", &old, &["--expect-config-digest", &new_digest]).await;
-    let (st, status) = get(&agg, "/v1/status").await;
+    let (st, status) = get_json(&agg, "/v1/status").await;
     assert_eq!(st, 200);
     assert_eq!(status["config_digest"], json!(old_digest));
     assert_eq!(status["expected_config_digest"], json!(new_digest));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (st, ready) = get(&agg, "/v2/health/ready").await;
+    let (st, ready) = get_json(&agg, "/v2/health/ready").await;
     assert_eq!(
         st, 503,
         "a stale config is not ready even with every variant up: {ready}"
@@ -62,13 +52,13 @@ async fn reports_the_served_config_and_is_ready_only_on_the_expected_one() {
             .is_some_and(|e| e.contains(&old_digest) && e.contains(&new_digest)),
         "{ready}"
     );
-    let (st, _) = get(&agg, "/v2/models/fake/ready").await;
+    let (st, _) = get_json(&agg, "/v2/models/fake/ready").await;
     assert_eq!(st, 503, "the model's readiness says the same");
 
     // The mounted file catches up: the aggregator reloads it and turns ready, no restart.
     std::fs::write(agg.dir.join("aggregator.yaml"), &new).expect("write");
     wait_for(&agg, "/v2/health/ready", |st, _| st == 200).await;
-    let (_, status) = get(&agg, "/v1/status").await;
+    let (_, status) = get_json(&agg, "/v1/status").await;
     assert_eq!(status["config_digest"], json!(new_digest));
     assert_eq!(status["top_k"], json!(2));
 
@@ -77,7 +67,7 @@ async fn reports_the_served_config_and_is_ready_only_on_the_expected_one() {
     let bad = "schema_version: 1\nmanifest: ensemble.yaml\nvariants: [{name: v7, url: http://x}]\n";
     std::fs::write(agg.dir.join("aggregator.yaml"), bad).expect("write");
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let (_, status) = get(&agg, "/v1/status").await;
+    let (_, status) = get_json(&agg, "/v1/status").await;
     assert_eq!(status["config_digest"], json!(new_digest));
     let (st, v) = infer(&agg, &image_request(None)).await;
     assert_eq!((st, &v["parameters"]["k"]), (200, &json!(2)));
@@ -90,7 +80,7 @@ async fn without_an_expected_digest_readiness_is_as_before() {
     let agg = start("nodigest", &text).await;
     let v = wait_for(&agg, "/v2/health/ready", |st, _| st == 200).await;
     assert_eq!(v["ready"], json!(true));
-    let (_, status) = get(&agg, "/v1/status").await;
+    let (_, status) = get_json(&agg, "/v1/status").await;
     assert_eq!(
         status["config_digest"],
         json!(vp_core::config_digest(

@@ -318,32 +318,40 @@ async fn fanout_lat(
     Ok(times.iter().map(|t| summarize(t)).collect())
 }
 
-/// Running sums of a variant server's own timings, from its `/metrics`.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+/// A variant server's own mean timings over a stretch of requests, from its `/metrics`.
+#[derive(Debug, Clone, Copy, Serialize)]
 struct ServerMeans {
     /// Mean time of one inference inside the server (`vp_variant_inference_duration_seconds`).
     inference: f64,
     /// Mean time from the request's arrival to its reply (`vp_variant_request_duration_seconds`, ok).
     request: f64,
-    #[serde(skip)]
-    sums: [f64; 4],
 }
 
-impl ServerMeans {
+/// Running sums and counts of a server's inference and request durations, as one scrape found them.
+struct ServerSums {
+    inference: (f64, f64),
+    request: (f64, f64),
+}
+
+impl ServerSums {
     /// The means over the requests between `before` and this scrape.
-    fn since(&self, before: &ServerMeans) -> ServerMeans {
-        let d: Vec<f64> = (0..4).map(|i| self.sums[i] - before.sums[i]).collect();
-        let mean = |sum: f64, n: f64| if n > 0.0 { sum / n } else { f64::NAN };
+    fn means_since(&self, before: &ServerSums) -> ServerMeans {
+        let mean = |(s1, n1): (f64, f64), (s0, n0): (f64, f64)| {
+            if n1 > n0 {
+                (s1 - s0) / (n1 - n0)
+            } else {
+                f64::NAN
+            }
+        };
         ServerMeans {
-            inference: mean(d[0], d[1]),
-            request: mean(d[2], d[3]),
-            sums: self.sums,
+            inference: mean(self.inference, before.inference),
+            request: mean(self.request, before.request),
         }
     }
 }
 
 /// Scrapes the inference and request duration sums and counts from a variant server's `/metrics`.
-async fn server_means(http: &reqwest::Client, base_url: &str) -> Result<ServerMeans, CliError> {
+async fn server_sums(http: &reqwest::Client, base_url: &str) -> Result<ServerSums, CliError> {
     let url = format!("{base_url}/metrics");
     let text = http
         .get(&url)
@@ -355,20 +363,20 @@ async fn server_means(http: &reqwest::Client, base_url: &str) -> Result<ServerMe
         .await
         .map_err(|e| CliError::msg(format!("{url}: {e}")))?;
     // A labelled series appears with its first observation: absent means 0 so far.
-    let value = |key: &str| -> Result<f64, CliError> {
-        Ok(text
-            .lines()
+    let value = |key: &str| {
+        text.lines()
             .find_map(|l| l.strip_prefix(key)?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0))
+            .unwrap_or(0.0)
     };
-    Ok(ServerMeans {
-        sums: [
-            value("vp_variant_inference_duration_seconds_sum")?,
-            value("vp_variant_inference_duration_seconds_count")?,
-            value("vp_variant_request_duration_seconds_sum{outcome=\"ok\"}")?,
-            value("vp_variant_request_duration_seconds_count{outcome=\"ok\"}")?,
-        ],
-        ..Default::default()
+    let series = |name: &str, labels: &str| {
+        (
+            value(&format!("{name}_sum{labels} ")),
+            value(&format!("{name}_count{labels} ")),
+        )
+    };
+    Ok(ServerSums {
+        inference: series("vp_variant_inference_duration_seconds", ""),
+        request: series("vp_variant_request_duration_seconds", "{outcome=\"ok\"}"),
     })
 }
 
@@ -521,9 +529,9 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
     let base_t = targets
         .pop()
         .ok_or_else(|| CliError::msg("no baseline target"))?;
-    let before = server_means(&http, &base_url).await?;
+    let before = server_sums(&http, &base_url).await?;
     let [(bh, brq, brp), (bhb, _, _), (bg, bgrq, bgrp)] = three(&http, &base_t, &set, &a).await?;
-    let inside = server_means(&http, &base_url).await?.since(&before);
+    let inside = server_sums(&http, &base_url).await?.means_since(&before);
     models.push(ModelResult {
         name: m.baseline.name.clone(),
         params: m.baseline.params,

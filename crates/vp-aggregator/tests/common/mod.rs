@@ -221,6 +221,17 @@ pub async fn infer(agg: &Aggregator, body: &Value) -> (u16, Value) {
     (st, r.json().await.unwrap_or(Value::Null))
 }
 
+/// `GET path` on the aggregator: the status code and the JSON body (`Null` when the body is not JSON).
+pub async fn get_json(agg: &Aggregator, path: &str) -> (u16, Value) {
+    let r = client()
+        .get(format!("{}{path}", agg.base))
+        .send()
+        .await
+        .expect("send");
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
 pub fn fake_spec(name: &str, top: usize, p: f32) -> Fake {
     Fake {
         name: name.into(),
