@@ -10,13 +10,18 @@ use tokio::time::Instant;
 use vp_core::oip::{InferResponse, encode_outgoing, parse_topk_response};
 use vp_core::{ImageBatch, TopK};
 
+/// How long an idle pooled connection to a variant is kept: shorter than the 5 s after which a variant closes an
+/// idle keep-alive connection (its `--header-read-timeout-ms`, which also times the wait for the next request
+/// head), so the aggregator drops a connection before the variant does instead of racing its close.
+const POOL_IDLE: Duration = Duration::from_secs(4);
+
 /// The HTTP client used for variant calls and probes (keep-alive pool, no proxies: variants are on the local
 /// network or loopback).
 pub fn client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .no_proxy()
         .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_idle_timeout(POOL_IDLE)
         .connect_timeout(Duration::from_secs(2))
         .build()
 }
@@ -115,6 +120,7 @@ pub async fn fan_out(
                 {
                     Ok(Ok(rows)) => Outcome::Ok(rows),
                     Ok(Err(CallError::Down(e))) => {
+                        tracing::warn!(variant = %ep.name, error = %e, "variant call failed twice");
                         live.set_up(ep, false);
                         Outcome::Error(e)
                     }
@@ -154,6 +160,35 @@ pub fn reply_cap(n: usize, k: usize) -> usize {
         .saturating_add(16 * 1024)
 }
 
+/// Sends one infer request; a request that fails before any reply arrives is sent once more at once. A pooled
+/// keep-alive connection can be closed by the variant just as it is reused (its idle close racing the request,
+/// or an aggregator that was stalled past it), and inference is idempotent; a variant that is really down fails
+/// the second attempt as fast as the first.
+async fn send(
+    client: &reqwest::Client,
+    ep: &Endpoint,
+    body: &bytes::Bytes,
+    header_len: Option<usize>,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let attempt = || {
+        let req = client.post(&ep.infer_url).body(body.clone());
+        match header_len {
+            None => req.header(reqwest::header::CONTENT_TYPE, "application/json"),
+            Some(h) => req
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .header("inference-header-content-length", h),
+        }
+        .send()
+    };
+    match attempt().await {
+        Ok(r) => Ok(r),
+        Err(first) => {
+            tracing::debug!(variant = %ep.name, error = %error_chain(&first), "variant call failed; retrying once");
+            attempt().await
+        }
+    }
+}
+
 async fn call(
     client: &reqwest::Client,
     ep: &Endpoint,
@@ -163,15 +198,7 @@ async fn call(
     k: usize,
     classes: usize,
 ) -> Result<Vec<TopK>, CallError> {
-    let req = client.post(&ep.infer_url).body(body);
-    let req = match header_len {
-        None => req.header(reqwest::header::CONTENT_TYPE, "application/json"),
-        Some(h) => req
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .header("inference-header-content-length", h),
-    };
-    let mut resp = req
-        .send()
+    let mut resp = send(client, ep, &body, header_len)
         .await
         .map_err(|e| CallError::Down(format!("unreachable ({})", error_chain(&e))))?;
     let status = resp.status();

@@ -464,6 +464,30 @@ async fn a_stall_of_the_aggregator_marks_no_variant_down_but_a_hung_readiness_do
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_closed_on_reuse_is_retried_not_taken_for_a_dead_variant() {
+    let v0 = fake(fake_spec("v0", 3, 0.6)).await;
+    let v1 = fake_closing_on_reuse(fake_spec("v1", 3, 0.5)).await;
+    // Probes once at start only, so the requests below are the only traffic on v1's connections.
+    let agg = start(
+        "reuse",
+        &config(&[("v0", &v0), ("v1", &v1)], "")
+            .replace("probe_interval_ms: 100", "probe_interval_ms: 600000"),
+    )
+    .await;
+    let body = image_request(None);
+    for i in 0..6 {
+        let (st, v) = infer(&agg, &body).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(
+            v["parameters"]["variants"],
+            json!(["v0", "v1"]),
+            "request {i}: {v}"
+        );
+    }
+    assert!(not_up(&agg).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_longer_than_the_request_timeout_gives_a_degraded_answer_not_a_408() {
     let fast = fake(fake_spec("v0", 3, 0.6)).await;
     let slow = fake(common::Fake {

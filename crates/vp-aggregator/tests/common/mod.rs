@@ -221,6 +221,73 @@ pub async fn infer(agg: &Aggregator, body: &Value) -> (u16, Value) {
     (st, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Starts a stand-in variant written on raw TCP that answers each connection's first infer request and closes
+/// the connection, unanswered, when a second infer request arrives on it: what a variant's idle close racing
+/// the reuse of a pooled keep-alive connection looks like to the aggregator. Readiness is always answered.
+pub async fn fake_closing_on_reuse(f: Fake) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let f = Arc::new(f);
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let f = f.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut infers = 0;
+                loop {
+                    // One request: head up to the blank line, then Content-Length bytes of body.
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        let mut chunk = [0u8; 4096];
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let reply = if head.starts_with("post") {
+                        infers += 1;
+                        if infers > 1 {
+                            return; // closes the connection without a reply
+                        }
+                        let rows = vec![vp_core::top_k(&f.probs, 3)];
+                        serde_json::to_string(&vp_core::oip::topk_response(&f.name, None, &rows, 3))
+                            .expect("json")
+                    } else {
+                        "{\"ready\": true}".to_string()
+                    };
+                    buf.drain(..head_end + len);
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}",
+                        reply.len()
+                    );
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
 /// `GET path` on the aggregator: the status code and the JSON body (`Null` when the body is not JSON).
 pub async fn get_json(agg: &Aggregator, path: &str) -> (u16, Value) {
     let r = client()
