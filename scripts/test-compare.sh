@@ -2,7 +2,8 @@
 # Smoke test of the scheme comparison (benches/compare): the whole harness in its smallest form -- 2 devices on the
 # unshaped ("fast") emulated site, variant, model and class parallelism, 200 requests each, then one device's
 # servers SIGKILLed -- and its clean-up: after a normal run and after the harness itself is SIGKILLed mid-run, no
-# network namespace, veth, qdisc or cgroup of the site is left. Needs root (network namespaces, cgroups).
+# network namespace, veth, qdisc or cgroup of the site is left, nor the killed run's work folder. Needs root
+# (network namespaces, cgroups).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -73,7 +74,7 @@ kill -KILL "$pid"
 wait "$pid" 2>/dev/null || true
 [ -n "$(leftovers)" ] || { echo "compare: FAIL: expected a live site to clean up"; exit 1; }
 $py benches/compare/compare.py cleanup
-left=$(leftovers)
+left=$(leftovers; ls -d "${TMPDIR:-/tmp}/vp-compare-$pid-"* 2>/dev/null || true)
 [ -z "$left" ] || { echo "compare: FAIL: left behind after kill -9 and cleanup:"; echo "$left"; exit 1; }
 echo "ok   nothing left after kill -9 and cleanup"
 echo "compare: smoke test passed"

@@ -13,7 +13,7 @@ While one scheme is measured, the other schemes' aggregators are stopped (SIGSTO
 bridge ports belong to that scheme alone (its own readiness probes included).
 
     python benches/compare/compare.py run --out results.json [--devices 4] [--profiles fast,lan,iot] ...
-    python benches/compare/compare.py cleanup      # remove what a killed run left behind
+    python benches/compare/compare.py cleanup      # remove what a killed run left behind (site and work folder)
     python benches/compare/compare.py calibrate    # Rust variant server vs Python stage server, same model
 """
 
@@ -41,6 +41,21 @@ HERE = Path(__file__).resolve().parent
 PREFIX = "vpc"
 SCHEMES = ("vp", "mp", "cp")
 PY = str(ROOT / ".venv" / "bin" / "python")
+WORK_PREFIX = "vp-compare-"  # work folders: <tmp>/vp-compare-<pid>-XXXX (servers' logs, kept after a failure)
+
+
+def remove_stale_work() -> None:
+    """Removes the work folders of runs whose process is gone (a killed run cannot remove its own)."""
+    for d in Path(tempfile.gettempdir()).glob(f"{WORK_PREFIX}*-*"):
+        pid = d.name[len(WORK_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            pass
 
 
 def sh(script: str, check: bool = True) -> str:
@@ -277,7 +292,7 @@ def prepare(args: argparse.Namespace, work: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     t_start = time.monotonic()
-    work = Path(tempfile.mkdtemp(prefix="vp-compare-"))
+    work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-"))
     sh(f"edge_cleanup_stale {PREFIX}")
     prepare(args, work)
     results: dict = {
@@ -434,6 +449,7 @@ def main() -> int:
         return calibrate(args)
     if args.cmd == "cleanup":
         sh(f"edge_cleanup_stale {PREFIX}")
+        remove_stale_work()
         return 0
     if not 2 <= args.devices <= 8:
         print("compare: --devices must be 2..8", file=sys.stderr)
