@@ -509,7 +509,7 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
         .map(|e| e.url)
         .ok_or_else(|| CliError::msg("no baseline endpoint"))?;
     for (v, t) in m.variants.iter().zip(&targets) {
-        let b = tokio::task::block_in_place(|| bare(&m, &dir, &v.name, &set, &a))?;
+        let b = bare(&m, &dir, &v.name, &set, &a)?;
         let [(h, rq, rp), (hb, _, _), (g, grq, grp)] = three(&http, t, &set, &a).await?;
         models.push(ModelResult {
             name: v.name.clone(),
@@ -525,7 +525,7 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
             grpc_reply_bytes: grp,
         });
     }
-    let base = tokio::task::block_in_place(|| bare(&m, &dir, &m.baseline.name, &set, &a))?;
+    let base = bare(&m, &dir, &m.baseline.name, &set, &a)?;
     let base_t = targets
         .pop()
         .ok_or_else(|| CliError::msg("no baseline target"))?;
