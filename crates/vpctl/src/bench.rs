@@ -5,7 +5,7 @@
 //! reply.
 
 use crate::CliError;
-use crate::procs::{client, find_binary, wait_ready};
+use crate::procs::{Startup, client, find_binary, wait_started};
 use crate::stats::{ms, quantile};
 use crate::testset::{DEFAULT_DIR, TestSet};
 use crate::verify::read_manifest;
@@ -111,6 +111,26 @@ impl Drop for Procs {
         for c in &mut self.0 {
             let _ = c.start_kill();
         }
+    }
+}
+
+/// Waits for a started server (`what`) to become ready; an error names it and says whether it timed out or exited.
+async fn started(
+    http: &reqwest::Client,
+    url: &str,
+    child: &mut Child,
+    timeout: Duration,
+    what: &str,
+) -> Result<(), CliError> {
+    match wait_started(http, url, child, timeout).await {
+        Startup::Ready => Ok(()),
+        Startup::TimedOut => Err(CliError::msg(format!(
+            "{what} did not become ready within {} s",
+            timeout.as_secs()
+        ))),
+        Startup::Exited(status) => Err(CliError::msg(format!(
+            "{what} exited during start-up ({status}); its stderr is above"
+        ))),
     }
 }
 
@@ -460,19 +480,9 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
             url: format!("http://127.0.0.1:{port}"),
         });
     }
-    for e in &endpoints {
-        if !wait_ready(
-            &http,
-            &format!("{}/v2/health/ready", e.url),
-            Duration::from_secs(60),
-        )
-        .await
-        {
-            return Err(CliError::msg(format!(
-                "variant {} did not become ready",
-                e.name
-            )));
-        }
+    for (e, child) in endpoints.iter().zip(procs.0.iter_mut()) {
+        let url = format!("{}/v2/health/ready", e.url);
+        started(&http, &url, child, Duration::from_secs(60), &e.name).await?;
     }
     let s = &m.input.shape;
     let input = Input {
@@ -604,14 +614,9 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
                 grpc.clone(),
             ],
         )?);
-        if !wait_ready(
-            &http,
-            &format!("{url}/v2/health/ready"),
-            Duration::from_secs(30),
-        )
-        .await
-        {
-            return Err(CliError::msg("aggregator did not become ready"));
+        if let Some(child) = procs.0.last_mut() {
+            let ready = format!("{url}/v2/health/ready");
+            started(&http, &ready, child, Duration::from_secs(30), "aggregator").await?;
         }
         aggs.push((
             url.clone(),

@@ -75,6 +75,41 @@ pub async fn wait_ready(client: &reqwest::Client, url: &str, timeout: Duration) 
     false
 }
 
+/// How the start-up of a server process ended.
+#[derive(Debug)]
+pub enum Startup {
+    /// Its readiness URL answered 2xx.
+    Ready,
+    /// Neither within the timeout.
+    TimedOut,
+    /// The process exited first (a port already taken, a bad model, ...).
+    Exited(std::process::ExitStatus),
+}
+
+/// Waits until `url` answers 2xx, `child` exits, or `timeout` passes: a server that dies during start-up is
+/// reported at once instead of after the whole timeout.
+pub async fn wait_started(
+    client: &reqwest::Client,
+    url: &str,
+    child: &mut tokio::process::Child,
+    timeout: Duration,
+) -> Startup {
+    let ready = wait_ready(client, url, timeout);
+    tokio::pin!(ready);
+    let exited = async {
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        ok = &mut ready => if ok { Startup::Ready } else { Startup::TimedOut },
+        status = exited => Startup::Exited(status),
+    }
+}
+
 /// An HTTP client for local endpoints (no proxies).
 pub fn client() -> Result<reqwest::Client, CliError> {
     reqwest::Client::builder()

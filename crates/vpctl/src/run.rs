@@ -3,7 +3,7 @@
 //! (unless `eval --kill` holds them down), and stops everything on Ctrl-C or SIGTERM.
 
 use crate::CliError;
-use crate::procs::{client, find_binary, stop_child, wait_ready};
+use crate::procs::{Startup, client, find_binary, stop_child, wait_started};
 use crate::runstate::{Proc, RunState, is_held};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -345,24 +345,24 @@ async fn supervise(
     write_state(dir, managed, manifest, model_name)?;
     // Start-up: every process must become ready; one that exits first fails the run with its log.
     for m in managed.iter_mut() {
-        let ready = wait_ready(&http, &m.ready_url, Duration::from_secs(90));
-        tokio::pin!(ready);
-        let exited = async {
-            loop {
-                if let Some(c) = m.child.as_mut()
-                    && let Ok(Some(status)) = c.try_wait()
-                {
-                    return status;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        let Some(child) = m.child.as_mut() else {
+            return Err(CliError::msg(format!("{} was not started", m.name)));
         };
-        tokio::select! {
-            ok = &mut ready => if !ok {
-                return Err(CliError::msg(format!("{} did not become ready within 90 s; log:\n{}", m.name, log_tail(logs, &m.name))));
-            },
-            status = exited => {
-                return Err(CliError::msg(format!("{} exited during start-up ({status}); log:\n{}", m.name, log_tail(logs, &m.name))));
+        match wait_started(&http, &m.ready_url, child, Duration::from_secs(90)).await {
+            Startup::Ready => {}
+            Startup::TimedOut => {
+                return Err(CliError::msg(format!(
+                    "{} did not become ready within 90 s; log:\n{}",
+                    m.name,
+                    log_tail(logs, &m.name)
+                )));
+            }
+            Startup::Exited(status) => {
+                return Err(CliError::msg(format!(
+                    "{} exited during start-up ({status}); log:\n{}",
+                    m.name,
+                    log_tail(logs, &m.name)
+                )));
             }
         }
     }

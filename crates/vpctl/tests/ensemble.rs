@@ -575,3 +575,29 @@ fn killing_variants_loses_no_request_and_restarted_variants_rejoin() {
         );
     }
 }
+
+/// A server that dies during start-up (here a `vp-variant` that exits at once with status 3, as one whose port
+/// was taken would) fails `vpctl bench` with the variant's name and its exit status, not with "did not become
+/// ready" after the whole start-up timeout.
+#[test]
+fn bench_reports_a_server_that_exits_during_start_up() {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = std::env::temp_dir().join(format!("vpctl-bench-exit-{}", std::process::id()));
+    std::fs::create_dir_all(&bin).expect("tmp");
+    let fake = bin.join("vp-variant");
+    std::fs::write(&fake, "#!/bin/sh\nexit 3\n").expect("fake server");
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = vpctl()
+        .env("VP_BIN_DIR", &bin)
+        .args(["bench", "--iterations", "2", "--warmup", "0"])
+        .arg(family_dir().join("ensemble.yaml"))
+        .output()
+        .expect("vpctl bench");
+    let _ = std::fs::remove_dir_all(&bin);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("w050-r28 exited during start-up (exit status: 3)"),
+        "{stderr}"
+    );
+}
