@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 
-from vptrain import data, train
+from vptrain import config, data, train
 from vptrain.arch import ArchSpec, Classifier
 from vptrain.config import TrainConfig
 
@@ -72,3 +73,30 @@ def test_distillation_term_is_zero_when_student_equals_teacher() -> None:
     plain = train.joint_loss([z], y, cfg, joint=False)
     assert torch.isclose(train.joint_loss([z], y, cfg, joint=False, teacher=z), plain, atol=1e-6)
     assert train.joint_loss([z], y, cfg, joint=False, teacher=torch.randn(8, 10)) > plain
+
+
+class _Echo(torch.nn.Module):
+    """A stand-in model that returns its (float) input, to see what each member was shown."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float()
+
+
+def test_member_augment_shares_one_draw_or_gives_each_member_its_own() -> None:
+    x = torch.randint(1, 255, (8, 1, 6, 6), dtype=torch.uint8)
+    members = [_Echo(), _Echo(), _Echo()]
+    shared = train.member_logits(members, x, torch.Generator().manual_seed(0), TrainConfig(shift=2))
+    assert all(torch.equal(shared[0], z) for z in shared[1:])
+    # `shared` is the draw the trainer always made: one augment call on the batch.
+    assert torch.equal(shared[0], train.augment(x, torch.Generator().manual_seed(0), True, 2).float())
+    own = train.member_logits(members, x, torch.Generator().manual_seed(0),
+                              TrainConfig(shift=2, member_augment="independent"))
+    assert not torch.equal(own[0], own[1]) and not torch.equal(own[1], own[2])
+    assert torch.equal(own[0], shared[0])  # the first member's draw is the shared one
+
+
+def test_member_augment_must_be_shared_or_independent() -> None:
+    raw = {"family": "f", "dataset": {"name": "digits"}, "variants": [{"name": "a"}],
+           "training": {"member_augment": "per-pixel"}}
+    with pytest.raises(config.ConfigError, match="member_augment must be shared or independent"):
+        config.parse(raw)

@@ -28,6 +28,8 @@ class TrainConfig:
     ensemble_weight: float = 1.0        # weight of the ensemble's CE in the joint loss (shared batches only)
     member_batches: str = "shared"      # shared: every variant sees the same batch; independent: each its own
                                         # shuffle order and augmentation draw (more diverse members)
+    member_augment: str = "shared"      # shared batches only; shared: every variant sees the same augmented batch;
+                                        # independent: the same images, each variant its own shift/flip draw
     distill_weight: float = 0.0         # >0: add distill_weight * T^2 * KL(teacher || variant) per variant
     distill_temperature: float = 4.0    # T; the teacher is the trained baseline (logits on un-augmented images)
     label_smoothing: float = 0.0
@@ -129,6 +131,8 @@ def parse(raw: dict[str, Any], native_resolution: int | None = None) -> FamilyCo
         streams = {str(v.get("name")): v["recipe"]["stream"] for v in entries if "stream" in v.get("recipe", {})}
         if training.member_batches not in ("shared", "independent"):
             raise ConfigError(f"training.member_batches must be shared or independent, got {training.member_batches!r}")
+        if training.member_augment not in ("shared", "independent"):
+            raise ConfigError(f"training.member_augment must be shared or independent, got {training.member_augment!r}")
         if training.member_batches == "independent" and training.ensemble_weight > 0:
             raise ConfigError("training.ensemble_weight needs shared member batches (set it to 0 with independent)")
     except KeyError as e:

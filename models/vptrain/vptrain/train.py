@@ -74,6 +74,16 @@ def joint_loss(logits: list[torch.Tensor], y: torch.Tensor, cfg: TrainConfig, jo
     return loss  # type: ignore[return-value]
 
 
+def member_logits(models: list[Classifier], xb: torch.Tensor, gen: torch.Generator,
+                  cfg: TrainConfig) -> list[torch.Tensor]:
+    """Every model's logits for one batch: one augmentation draw shared by all (`member_augment: shared`), or a
+    draw of its own per model (`independent`: the same images, shifted and flipped differently for each)."""
+    if cfg.member_augment == "independent":
+        return [m(augment(xb, gen, cfg.flip, cfg.shift)) for m in models]
+    shared = augment(xb, gen, cfg.flip, cfg.shift)
+    return [m(shared) for m in models]
+
+
 @torch.no_grad()
 def predict_probs(model: Classifier, x: np.ndarray, device: torch.device, batch: int) -> np.ndarray:
     """Softmax outputs of a model (eval mode) for uint8 images."""
@@ -174,12 +184,11 @@ def train(models: list[Classifier], data: Dataset, cfg: TrainConfig, run_dir: Pa
             m.train()
         while pos < steps_per_epoch and step < total_steps:
             idx = perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
-            xb = augment(x_train[idx], gen, cfg.flip, cfg.shift)
             yb = y_train[idx]
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * lr_factor(step, total_steps, cfg.warmup_fraction)
             tb = None if t_train is None else t_train[idx]
-            loss = joint_loss([m(xb) for m in models], yb, cfg, joint, tb)
+            loss = joint_loss(member_logits(models, x_train[idx], gen, cfg), yb, cfg, joint, tb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
