@@ -614,10 +614,12 @@ pub async fn bench(a: BenchArgs) -> Result<(), CliError> {
                 grpc.clone(),
             ],
         )?);
-        if let Some(child) = procs.0.last_mut() {
-            let ready = format!("{url}/v2/health/ready");
-            started(&http, &ready, child, Duration::from_secs(30), "aggregator").await?;
-        }
+        let child = procs
+            .0
+            .last_mut()
+            .ok_or_else(|| CliError::msg("the aggregator was not started"))?;
+        let ready = format!("{url}/v2/health/ready");
+        started(&http, &ready, child, Duration::from_secs(30), "aggregator").await?;
         aggs.push((
             url.clone(),
             Target {

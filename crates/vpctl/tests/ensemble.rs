@@ -31,6 +31,19 @@ fn vpctl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vpctl"))
 }
 
+/// Runs `cmd` (a vpctl command), asserts that it succeeded (its stdout and stderr in the message otherwise) and
+/// returns its stdout.
+fn stdout_of_success(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run vpctl");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 fn gunzip(path: &str) -> Vec<u8> {
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(
@@ -57,16 +70,7 @@ fn test_samples(n: usize) -> Vec<(Vec<u8>, u8)> {
 
 /// `vpctl verify` on a family's manifest: every accuracy reproduces with tolerance 0.
 fn assert_verifies(manifest: &Path) {
-    let out = vpctl()
-        .args(["verify", &manifest.display().to_string()])
-        .output()
-        .expect("vpctl verify");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = stdout_of_success(vpctl().args(["verify", &manifest.display().to_string()]));
     assert!(stdout.contains(", 0 outside 0 points"), "{stdout}");
 }
 
@@ -293,17 +297,11 @@ fn bench_takes_every_measurement() {
     let dir = std::env::temp_dir().join(format!("vpctl-bench-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp");
     let json = dir.join("bench.json");
-    let out = vpctl()
-        .args(["bench", "--iterations", "20", "--warmup", "2", "--json"])
-        .arg(&json)
-        .arg(family_dir().join("ensemble.yaml"))
-        .output()
-        .expect("vpctl bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = stdout_of_success(
+        vpctl()
+            .args(["bench", "--iterations", "20", "--warmup", "2", "--json"])
+            .arg(&json)
+            .arg(family_dir().join("ensemble.yaml")),
     );
     let r: Value =
         serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
@@ -472,49 +470,34 @@ fn killing_variants_loses_no_request_and_restarted_variants_rejoin() {
         .expect("image")
         .save(&png)
         .expect("png");
-    let out = vpctl()
-        .args([
-            "classify",
-            &png.display().to_string(),
-            "--state-dir",
-            &e.dir.display().to_string(),
-        ])
-        .output()
-        .expect("classify");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = stdout_of_success(vpctl().args([
+        "classify",
+        &png.display().to_string(),
+        "--state-dir",
+        &e.dir.display().to_string(),
+    ]));
     assert!(
         text.contains("variants: ") && text.contains("expected accuracy"),
         "{text}"
     );
 
-    let out = vpctl()
-        .args([
-            "eval",
-            "--state-dir",
-            &e.dir.display().to_string(),
-            "--limit",
-            "300",
-            "--concurrency",
-            "2",
-        ])
-        .args([
-            "--kill",
-            &format!("{second}@40%"),
-            "--min-availability",
-            "1",
-        ])
-        .output()
-        .expect("eval");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = stdout_of_success(
+        vpctl()
+            .args([
+                "eval",
+                "--state-dir",
+                &e.dir.display().to_string(),
+                "--limit",
+                "300",
+                "--concurrency",
+                "2",
+            ])
+            .args([
+                "--kill",
+                &format!("{second}@40%"),
+                "--min-availability",
+                "1",
+            ]),
     );
     assert!(
         text.contains("lost 0") && text.contains(&format!("killed {second}")),
@@ -522,26 +505,17 @@ fn killing_variants_loses_no_request_and_restarted_variants_rejoin() {
     );
 
     // The same evaluation over the aggregator's gRPC endpoint.
-    let out = vpctl()
-        .args([
-            "eval",
-            "--state-dir",
-            &e.dir.display().to_string(),
-            "--limit",
-            "200",
-            "--protocol",
-            "grpc",
-            "--min-availability",
-            "1",
-        ])
-        .output()
-        .expect("eval over gRPC");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = stdout_of_success(vpctl().args([
+        "eval",
+        "--state-dir",
+        &e.dir.display().to_string(),
+        "--limit",
+        "200",
+        "--protocol",
+        "grpc",
+        "--min-availability",
+        "1",
+    ]));
     assert!(text.contains("(gRPC)") && text.contains("lost 0"), "{text}");
 
     // Ctrl-C stops every process of the ensemble.
