@@ -100,3 +100,40 @@ def test_member_augment_must_be_shared_or_independent() -> None:
            "training": {"member_augment": "per-pixel"}}
     with pytest.raises(config.ConfigError, match="member_augment must be shared or independent"):
         config.parse(raw)
+
+
+def test_spread_is_the_members_squared_distance_from_their_mean_answer() -> None:
+    a = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+    b = torch.tensor([[0.0, 1.0], [0.5, 0.5]])
+    # sample 1: mean (0.5, 0.5), each member 0.5 away in both classes: 2 members x 2 classes x 0.25 = 1.0;
+    # sample 2: both agree: 0. Batch mean 0.5.
+    assert train.spread([a, b]).item() == pytest.approx(0.5)
+    assert train.spread([a, a, a]).item() == 0.0
+
+
+def test_diversity_weight_subtracts_the_spread_and_pushes_members_apart() -> None:
+    y = torch.tensor([0, 1])
+    z1 = torch.tensor([[2.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    z2 = torch.tensor([[1.0, 0.5], [0.3, 1.0]], requires_grad=True)
+    plain = train.joint_loss([z1, z2], y, TrainConfig(), joint=True)
+    diverse = train.joint_loss([z1, z2], y, TrainConfig(diversity_weight=0.7), joint=True)
+    gap = 0.7 * train.spread([torch.softmax(z1, 1), torch.softmax(z2, 1)])
+    assert (plain - diverse).item() == pytest.approx(gap.item(), rel=1e-6)
+    # Without the joint loss (independent runs, the baseline) the term is not added.
+    assert train.joint_loss([z1], y[:1].repeat(2), TrainConfig(diversity_weight=0.7), joint=False).item() == \
+        pytest.approx(train.joint_loss([z1], y[:1].repeat(2), TrainConfig(), joint=False).item())
+    # A gradient step on the spread alone moves the two members' answers further apart.
+    before = train.spread([torch.softmax(z1, 1), torch.softmax(z2, 1)]).item()
+    (-train.spread([torch.softmax(z1, 1), torch.softmax(z2, 1)])).backward()
+    with torch.no_grad():
+        after = train.spread([torch.softmax(z1 - 0.5 * z1.grad, 1), torch.softmax(z2 - 0.5 * z2.grad, 1)]).item()
+    assert after > before
+
+
+def test_diversity_weight_must_be_non_negative_and_needs_shared_batches() -> None:
+    base = {"family": "f", "dataset": {"name": "digits"}, "variants": [{"name": "a"}]}
+    with pytest.raises(config.ConfigError, match="diversity_weight must be >= 0"):
+        config.parse({**base, "training": {"diversity_weight": -0.1}})
+    with pytest.raises(config.ConfigError, match="diversity_weight needs shared member batches"):
+        config.parse({**base, "training": {"diversity_weight": 0.5, "member_batches": "independent",
+                                           "ensemble_weight": 0}})

@@ -28,6 +28,8 @@ class TrainConfig:
     ensemble_weight: float = 1.0        # weight of the ensemble's CE in the joint loss (shared batches only)
     member_batches: str = "shared"      # shared: every variant sees the same batch; independent: each its own
                                         # shuffle order and augmentation draw (more diverse members)
+    diversity_weight: float = 0.0       # shared batches only; >0: subtract diversity_weight * the members' spread
+                                        # around their mean probabilities (negative correlation, train.spread)
     member_augment: str = "shared"      # shared batches only; shared: every variant sees the same augmented batch;
                                         # independent: the same images, each variant its own shift/flip draw
     distill_weight: float = 0.0         # >0: add distill_weight * T^2 * KL(teacher || variant) per variant
@@ -89,7 +91,7 @@ def _own_recipe(name: str, recipe: Any, training: TrainConfig) -> TrainConfig:
         v = recipe.get(key, 1.0)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or (key == "distill_temperature" and v == 0):
             raise ConfigError(f"variant {name}: recipe.{key} must be a number >= 0 (temperature > 0), got {v!r}")
-    own = replace(training, member_batches="independent", ensemble_weight=0.0,
+    own = replace(training, member_batches="independent", ensemble_weight=0.0, diversity_weight=0.0,
                   **{k: v for k, v in recipe.items() if k != "stream"})
     stream = recipe.get("stream", 1)
     if not isinstance(stream, int) or isinstance(stream, bool) or stream < 1:
@@ -133,6 +135,10 @@ def parse(raw: dict[str, Any], native_resolution: int | None = None) -> FamilyCo
             raise ConfigError(f"training.member_batches must be shared or independent, got {training.member_batches!r}")
         if training.member_augment not in ("shared", "independent"):
             raise ConfigError(f"training.member_augment must be shared or independent, got {training.member_augment!r}")
+        if training.diversity_weight < 0:
+            raise ConfigError(f"training.diversity_weight must be >= 0, got {training.diversity_weight}")
+        if training.member_batches == "independent" and training.diversity_weight > 0:
+            raise ConfigError("training.diversity_weight needs shared member batches (set it to 0 with independent)")
         if training.member_batches == "independent" and training.ensemble_weight > 0:
             raise ConfigError("training.ensemble_weight needs shared member batches (set it to 0 with independent)")
     except KeyError as e:

@@ -84,8 +84,8 @@ def hardware(threads: int) -> str:
     return f"CPU {model}, {os.cpu_count()} logical cores, torch threads {threads} (machine shared with other jobs)"
 
 
-BASELINE_IGNORES = ("distill_weight", "distill_temperature", "ensemble_weight", "member_batches", "member_augment",
-                    "note")
+BASELINE_IGNORES = ("distill_weight", "distill_temperature", "ensemble_weight", "diversity_weight", "member_batches",
+                    "member_augment", "note")
 
 
 def _claim_work_dir(work_dir: Path, cfg: config.FamilyConfig, part: str) -> None:

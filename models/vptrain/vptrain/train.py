@@ -1,6 +1,7 @@
 """Joint training of a variant family (one loop, same batches) and of the baseline, with checkpoints and resume.
 
-Joint loss = sum over variants of CE(logits_i, y) + ensemble_weight * CE(mean_i softmax_i, y).
+Joint loss = sum over variants of CE(logits_i, y) + ensemble_weight * CE(mean_i softmax_i, y)
+            - diversity_weight * sum over variants of |softmax_i - mean_j softmax_j|^2 (negative correlation).
 The baseline uses the same loop and recipe with its plain CE; so does each variant of a family trained with
 `member_batches: independent` (one run per variant, each with its own data stream: shuffle order and augmentation).
 Every validation writes the models' validation probabilities (val-probs-<epoch>.npy) for the ensemble curves.
@@ -71,7 +72,17 @@ def joint_loss(logits: list[torch.Tensor], y: torch.Tensor, cfg: TrainConfig, jo
     if joint and cfg.ensemble_weight > 0:
         mean_probs = torch.stack([F.softmax(z, dim=1) for z in logits]).mean(0)
         loss = loss + cfg.ensemble_weight * F.nll_loss(torch.log(mean_probs.clamp_min(1e-12)), y)
+    if joint and cfg.diversity_weight > 0:
+        loss = loss - cfg.diversity_weight * spread([F.softmax(z, dim=1) for z in logits])
     return loss  # type: ignore[return-value]
+
+
+def spread(probs: list[torch.Tensor]) -> torch.Tensor:
+    """Negative-correlation diversity (Liu and Yao 1999, on class probabilities): the batch mean of
+    sum_i |p_i - p_mean|^2, the members' squared distance from their mean answer. The joint loss subtracts it, so
+    members are rewarded for disagreeing where the ensemble CE and their own CE allow."""
+    stacked = torch.stack(probs)
+    return (stacked - stacked.mean(0, keepdim=True)).pow(2).sum(dim=(0, 2)).mean()
 
 
 def member_logits(models: list[Classifier], xb: torch.Tensor, gen: torch.Generator,
