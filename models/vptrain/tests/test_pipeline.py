@@ -170,3 +170,19 @@ def test_own_recipes_may_not_change_the_budget(configs_dir: Path) -> None:
         v["recipe"] = {}
     with pytest.raises(config.ConfigError, match="at least one variant"):
         config.parse(raw)
+
+
+def test_a_new_group_reusing_a_baseline_is_distilled_from_its_onnx_file(built, configs_dir: Path,
+                                                                       tmp_path: Path) -> None:
+    out, man = built
+    cfg = tmp_path / "kd-reuse.yaml"  # the group's recipe changes (distillation), the baseline's does not
+    cfg.write_text((configs_dir / "digits-tiny.yaml").read_text().replace(
+        "  epochs: 3\n", "  epochs: 3\n  distill_weight: 1.0\n"))
+    again, work = tmp_path / "again", tmp_path / "work"
+    assert cli.main(["build", str(cfg), "--out", str(again), "--work", str(work),
+                     "--baseline-from", str(out / "ensemble.yaml")]) == 0
+    ds = data.load_digits()
+    probs = export.ort_probs(export.session(out / man["baseline"]["file"]), ds.train_x)
+    assert np.array_equal(np.load(work / "teacher_logits.npy"), np.log(np.maximum(probs, np.float32(1e-38))))
+    man2 = manifest.read(again / "ensemble.yaml")
+    assert man2["baseline"]["sha256"] == man["baseline"]["sha256"] and manifest.validate(man2, again) == []

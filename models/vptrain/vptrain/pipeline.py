@@ -113,9 +113,11 @@ def with_threads(cfg: config.FamilyConfig, threads: int | None) -> config.Family
 
 
 def train_part(cfg: config.FamilyConfig, ds: data.Dataset, work_dir: Path, part: str,
-               log: Log, members: list[str] | None = None) -> tuple[list[Classifier], train.TrainResult]:
+               log: Log, members: list[str] | None = None,
+               teacher_onnx: Path | None = None) -> tuple[list[Classifier], train.TrainResult]:
     """Trains (or loads, when finished) the family's variant group (cfg.group) or the baseline; part:
-    variants|baseline. Variants with a recipe of their own are trained by `train_own`.
+    variants|baseline. Variants with a recipe of their own are trained by `train_own`. `teacher_onnx`: a reused
+    baseline's ONNX file, the distillation teacher when the work folder holds no baseline checkpoint.
 
     With `member_batches: independent` every variant is its own run (work_dir/variants/<name>, data stream = its
     family index + 1), one after the other; `members` limits this call to those variants (several processes can
@@ -130,7 +132,7 @@ def train_part(cfg: config.FamilyConfig, ds: data.Dataset, work_dir: Path, part:
         index = {s.name: i for i, s in enumerate(cfg.variants)}
         models = [build_model(s, ds, tc.seed + index[s.name]) for s in cfg.group]
         if tc.distill_weight > 0 and not _variants_done(cfg, work_dir):
-            teacher = _teacher_logits(cfg, ds, work_dir, log)
+            teacher = _teacher_logits(cfg, ds, work_dir, log, teacher_onnx)
         if tc.member_batches == "independent":
             return _train_members(cfg, ds, work_dir, models, teacher, log, members)
     else:
@@ -305,15 +307,15 @@ def build(config_path: Path, out_dir: Path, work_dir: Path, threads: int | None 
         old_bytes = {e["name"]: (baseline_from.parent / e["file"]).read_bytes()
                      for e in [*old["variants"], old["baseline"]]}
 
+    teacher_onnx = None if old is None or baseline_from is None else baseline_from.parent / old["baseline"]["file"]
     if reuse_var:
         assert old is not None
         models: list[Classifier] = []
         var_run = old["training"]["variants_run"]
     else:
-        variants, res_var = train_part(cfg, ds, work_dir, "variants", log)
+        variants, res_var = train_part(cfg, ds, work_dir, "variants", log, teacher_onnx=teacher_onnx)
         models = list(variants)
         var_run = res_var.__dict__
-    teacher_onnx = None if old is None or baseline_from is None else baseline_from.parent / old["baseline"]["file"]
     own_models, own_results = train_own(cfg, ds, work_dir, log, teacher_onnx)
     models.extend(own_models)
     own_runs = {n: r.__dict__ for n, r in own_results.items()}
