@@ -137,3 +137,40 @@ def test_diversity_weight_must_be_non_negative_and_needs_shared_batches() -> Non
     with pytest.raises(config.ConfigError, match="diversity_weight needs shared member batches"):
         config.parse({**base, "training": {"diversity_weight": 0.5, "member_batches": "independent",
                                            "ensemble_weight": 0}})
+
+
+def test_peer_targets_are_the_other_members_mean_logits_without_gradient() -> None:
+    z = [torch.tensor([[3.0, 0.0]], requires_grad=True), torch.tensor([[1.0, 1.0]], requires_grad=True),
+         torch.tensor([[0.0, 2.0]], requires_grad=True)]
+    targets = train.peer_targets(z, 2.0)
+    # member 0's teacher: mean of members 1 and 2 = (0.5, 1.5), at T = 2.
+    assert torch.allclose(targets[0], torch.log_softmax(torch.tensor([[0.25, 0.75]]), 1))
+    assert torch.allclose(targets[2], torch.log_softmax(torch.tensor([[1.0, 0.25]]), 1))
+    assert not any(t.requires_grad for t in targets)
+
+
+def test_peer_distillation_adds_nothing_when_members_agree_and_pulls_them_together() -> None:
+    y = torch.tensor([0, 1])
+    same = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    cfg = TrainConfig(peer_distill_weight=1.0, ensemble_weight=0.0)
+    agree = train.joint_loss([same.clone(), same.clone()], y, cfg, joint=True)
+    assert agree.item() == pytest.approx(train.joint_loss([same, same], y, TrainConfig(ensemble_weight=0.0),
+                                                          joint=True).item(), abs=1e-6)
+    z1 = torch.tensor([[2.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    z2 = torch.tensor([[0.0, 2.0], [1.0, 0.0]])
+    with_peers = train.joint_loss([z1, z2], y, cfg, joint=True)
+    assert with_peers.item() > train.joint_loss([z1, z2], y, TrainConfig(ensemble_weight=0.0), joint=True).item()
+    # Only the peer term's gradient: it moves member 1 towards member 2's answer.
+    peer_only = TrainConfig(peer_distill_weight=1.0, ensemble_weight=0.0)
+    (train.joint_loss([z1, z2], y, peer_only, joint=True)
+     - train.joint_loss([z1, z2], y, TrainConfig(ensemble_weight=0.0), joint=True)).backward()
+    assert z1.grad is not None and z1.grad[0, 0] > 0 > z1.grad[0, 1]
+
+
+def test_peer_distill_weight_must_be_non_negative_and_needs_shared_batches() -> None:
+    base = {"family": "f", "dataset": {"name": "digits"}, "variants": [{"name": "a"}]}
+    with pytest.raises(config.ConfigError, match="peer_distill_weight must be >= 0"):
+        config.parse({**base, "training": {"peer_distill_weight": -1}})
+    with pytest.raises(config.ConfigError, match="peer_distill_weight needs shared member batches"):
+        config.parse({**base, "training": {"peer_distill_weight": 1, "member_batches": "independent",
+                                           "ensemble_weight": 0}})

@@ -34,6 +34,8 @@ class TrainConfig:
                                         # independent: the same images, each variant its own shift/flip draw
     distill_weight: float = 0.0         # >0: add distill_weight * T^2 * KL(teacher || variant) per variant
     distill_temperature: float = 4.0    # T; the teacher is the trained baseline (logits on un-augmented images)
+    peer_distill_weight: float = 0.0    # shared batches only; >0: add weight * T^2 * KL(peers || variant) per variant,
+                                        # the teacher being the mean logits of the other variants (train.peer_targets)
     label_smoothing: float = 0.0
     val_fraction: float = 0.0833        # share of the training split held out for validation
     train_subset: int | None = None     # use only this many training samples (quick runs; labelled as such)
@@ -92,6 +94,7 @@ def _own_recipe(name: str, recipe: Any, training: TrainConfig) -> TrainConfig:
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or (key == "distill_temperature" and v == 0):
             raise ConfigError(f"variant {name}: recipe.{key} must be a number >= 0 (temperature > 0), got {v!r}")
     own = replace(training, member_batches="independent", ensemble_weight=0.0, diversity_weight=0.0,
+                  peer_distill_weight=0.0,
                   **{k: v for k, v in recipe.items() if k != "stream"})
     stream = recipe.get("stream", 1)
     if not isinstance(stream, int) or isinstance(stream, bool) or stream < 1:
@@ -137,6 +140,10 @@ def parse(raw: dict[str, Any], native_resolution: int | None = None) -> FamilyCo
             raise ConfigError(f"training.member_augment must be shared or independent, got {training.member_augment!r}")
         if training.diversity_weight < 0:
             raise ConfigError(f"training.diversity_weight must be >= 0, got {training.diversity_weight}")
+        if training.peer_distill_weight < 0:
+            raise ConfigError(f"training.peer_distill_weight must be >= 0, got {training.peer_distill_weight}")
+        if training.member_batches == "independent" and training.peer_distill_weight > 0:
+            raise ConfigError("training.peer_distill_weight needs shared member batches (set it to 0 with independent)")
         if training.member_batches == "independent" and training.diversity_weight > 0:
             raise ConfigError("training.diversity_weight needs shared member batches (set it to 0 with independent)")
         if training.member_batches == "independent" and training.ensemble_weight > 0:

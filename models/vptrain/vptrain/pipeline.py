@@ -85,7 +85,7 @@ def hardware(threads: int) -> str:
 
 
 BASELINE_IGNORES = ("distill_weight", "distill_temperature", "ensemble_weight", "diversity_weight", "member_batches",
-                    "member_augment", "note")
+                    "member_augment", "peer_distill_weight", "note")
 
 
 def _claim_work_dir(work_dir: Path, cfg: config.FamilyConfig, part: str) -> None:

@@ -1,7 +1,8 @@
 """Joint training of a variant family (one loop, same batches) and of the baseline, with checkpoints and resume.
 
 Joint loss = sum over variants of CE(logits_i, y) + ensemble_weight * CE(mean_i softmax_i, y)
-            - diversity_weight * sum over variants of |softmax_i - mean_j softmax_j|^2 (negative correlation).
+            - diversity_weight * sum over variants of |softmax_i - mean_j softmax_j|^2 (negative correlation)
+            + peer_distill_weight * T^2 * sum over variants of KL(peers_i || variant_i) (members taught by each other).
 The baseline uses the same loop and recipe with its plain CE; so does each variant of a family trained with
 `member_batches: independent` (one run per variant, each with its own data stream: shuffle order and augmentation).
 Every validation writes the models' validation probabilities (val-probs-<epoch>.npy) for the ensemble curves.
@@ -72,9 +73,23 @@ def joint_loss(logits: list[torch.Tensor], y: torch.Tensor, cfg: TrainConfig, jo
     if joint and cfg.ensemble_weight > 0:
         mean_probs = torch.stack([F.softmax(z, dim=1) for z in logits]).mean(0)
         loss = loss + cfg.ensemble_weight * F.nll_loss(torch.log(mean_probs.clamp_min(1e-12)), y)
+    if joint and cfg.peer_distill_weight > 0 and len(logits) > 1:
+        t = cfg.distill_temperature
+        for target, z in zip(peer_targets(logits, t), logits, strict=True):
+            kl = F.kl_div(F.log_softmax(z / t, dim=1), target, reduction="batchmean", log_target=True)
+            loss = loss + cfg.peer_distill_weight * t * t * kl
     if joint and cfg.diversity_weight > 0:
         loss = loss - cfg.diversity_weight * spread([F.softmax(z, dim=1) for z in logits])
     return loss  # type: ignore[return-value]
+
+
+def peer_targets(logits: list[torch.Tensor], t: float) -> list[torch.Tensor]:
+    """Each member's teacher in peer distillation: log_softmax(mean of the OTHER members' logits / t), detached (no
+    gradient flows into the teachers; online distillation as in Zhang et al.'s deep mutual learning, with the peers
+    averaged as in KDCL)."""
+    stacked = torch.stack([z.detach() for z in logits])
+    others = (stacked.sum(0, keepdim=True) - stacked) / (len(logits) - 1)
+    return [F.log_softmax(o / t, dim=1) for o in others]
 
 
 def spread(probs: list[torch.Tensor]) -> torch.Tensor:
