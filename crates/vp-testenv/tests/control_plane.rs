@@ -778,8 +778,22 @@ async fn added_nodes_look_like_edge_devices_with_heartbeats() {
     assert_eq!(allocatable["pods"].0, "20");
     assert_eq!(status.node_info.expect("node info").architecture, "arm");
 
+    // Ready status and the first Lease renewal are two separate writes (as with a kubelet): Ready does not
+    // imply that the Lease exists yet, so wait for it rather than read it once.
     let leases: Api<Lease> = Api::namespaced(ns.client().clone(), "kube-node-lease");
-    let lease = leases.get(&name).await.expect("node lease");
+    let lease = until(
+        &format!("Lease kube-node-lease/{name}"),
+        Duration::from_secs(30),
+        || async {
+            Ok(match leases.get_opt(&name).await {
+                Ok(Some(lease)) => Poll::Ready(lease),
+                Ok(None) => Poll::Pending("not created yet".into()),
+                Err(e) => return Err(Error::Invalid(e.to_string())),
+            })
+        },
+    )
+    .await
+    .expect("node lease");
     let owner = &lease.metadata.owner_references.expect("lease owner")[0];
     assert_eq!(
         (owner.kind.as_str(), owner.name.as_str()),
