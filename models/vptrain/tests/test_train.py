@@ -130,15 +130,6 @@ def test_diversity_weight_subtracts_the_spread_and_pushes_members_apart() -> Non
     assert after > before
 
 
-def test_diversity_weight_must_be_non_negative_and_needs_shared_batches() -> None:
-    base = {"family": "f", "dataset": {"name": "digits"}, "variants": [{"name": "a"}]}
-    with pytest.raises(config.ConfigError, match="diversity_weight must be >= 0"):
-        config.parse({**base, "training": {"diversity_weight": -0.1}})
-    with pytest.raises(config.ConfigError, match="diversity_weight needs shared member batches"):
-        config.parse({**base, "training": {"diversity_weight": 0.5, "member_batches": "independent",
-                                           "ensemble_weight": 0}})
-
-
 def test_peer_targets_are_the_other_members_mean_logits_without_gradient() -> None:
     z = [torch.tensor([[3.0, 0.0]], requires_grad=True), torch.tensor([[1.0, 1.0]], requires_grad=True),
          torch.tensor([[0.0, 2.0]], requires_grad=True)]
@@ -161,16 +152,15 @@ def test_peer_distillation_adds_nothing_when_members_agree_and_pulls_them_togeth
     with_peers = train.joint_loss([z1, z2], y, cfg, joint=True)
     assert with_peers.item() > train.joint_loss([z1, z2], y, TrainConfig(ensemble_weight=0.0), joint=True).item()
     # Only the peer term's gradient: it moves member 1 towards member 2's answer.
-    peer_only = TrainConfig(peer_distill_weight=1.0, ensemble_weight=0.0)
-    (train.joint_loss([z1, z2], y, peer_only, joint=True)
+    (train.joint_loss([z1, z2], y, cfg, joint=True)
      - train.joint_loss([z1, z2], y, TrainConfig(ensemble_weight=0.0), joint=True)).backward()
     assert z1.grad is not None and z1.grad[0, 0] > 0 > z1.grad[0, 1]
 
 
-def test_peer_distill_weight_must_be_non_negative_and_needs_shared_batches() -> None:
+@pytest.mark.parametrize("key", ["diversity_weight", "peer_distill_weight"])
+def test_member_terms_must_be_non_negative_and_need_shared_batches(key: str) -> None:
     base = {"family": "f", "dataset": {"name": "digits"}, "variants": [{"name": "a"}]}
-    with pytest.raises(config.ConfigError, match="peer_distill_weight must be >= 0"):
-        config.parse({**base, "training": {"peer_distill_weight": -1}})
-    with pytest.raises(config.ConfigError, match="peer_distill_weight needs shared member batches"):
-        config.parse({**base, "training": {"peer_distill_weight": 1, "member_batches": "independent",
-                                           "ensemble_weight": 0}})
+    with pytest.raises(config.ConfigError, match=f"{key} must be >= 0"):
+        config.parse({**base, "training": {key: -0.1}})
+    with pytest.raises(config.ConfigError, match=f"{key} needs shared member batches"):
+        config.parse({**base, "training": {key: 0.5, "member_batches": "independent", "ensemble_weight": 0}})

@@ -138,14 +138,12 @@ def parse(raw: dict[str, Any], native_resolution: int | None = None) -> FamilyCo
             raise ConfigError(f"training.member_batches must be shared or independent, got {training.member_batches!r}")
         if training.member_augment not in ("shared", "independent"):
             raise ConfigError(f"training.member_augment must be shared or independent, got {training.member_augment!r}")
-        if training.diversity_weight < 0:
-            raise ConfigError(f"training.diversity_weight must be >= 0, got {training.diversity_weight}")
-        if training.peer_distill_weight < 0:
-            raise ConfigError(f"training.peer_distill_weight must be >= 0, got {training.peer_distill_weight}")
-        if training.member_batches == "independent" and training.peer_distill_weight > 0:
-            raise ConfigError("training.peer_distill_weight needs shared member batches (set it to 0 with independent)")
-        if training.member_batches == "independent" and training.diversity_weight > 0:
-            raise ConfigError("training.diversity_weight needs shared member batches (set it to 0 with independent)")
+        for key in ("diversity_weight", "peer_distill_weight"):  # terms over the members of one shared batch
+            value = getattr(training, key)
+            if value < 0:
+                raise ConfigError(f"training.{key} must be >= 0, got {value}")
+            if training.member_batches == "independent" and value > 0:
+                raise ConfigError(f"training.{key} needs shared member batches (set it to 0 with independent)")
         if training.member_batches == "independent" and training.ensemble_weight > 0:
             raise ConfigError("training.ensemble_weight needs shared member batches (set it to 0 with independent)")
     except KeyError as e:

@@ -70,8 +70,10 @@ def joint_loss(logits: list[torch.Tensor], y: torch.Tensor, cfg: TrainConfig, jo
         for z in logits:
             kl = F.kl_div(F.log_softmax(z / t, dim=1), target, reduction="batchmean", log_target=True)
             loss = loss + cfg.distill_weight * t * t * kl
+    probs = [F.softmax(z, dim=1) for z in logits] if joint and (cfg.ensemble_weight > 0 or cfg.diversity_weight > 0) \
+        else []  # shared by the ensemble CE and the spread term
     if joint and cfg.ensemble_weight > 0:
-        mean_probs = torch.stack([F.softmax(z, dim=1) for z in logits]).mean(0)
+        mean_probs = torch.stack(probs).mean(0)
         loss = loss + cfg.ensemble_weight * F.nll_loss(torch.log(mean_probs.clamp_min(1e-12)), y)
     if joint and cfg.peer_distill_weight > 0 and len(logits) > 1:
         t = cfg.distill_temperature
@@ -79,7 +81,7 @@ def joint_loss(logits: list[torch.Tensor], y: torch.Tensor, cfg: TrainConfig, jo
             kl = F.kl_div(F.log_softmax(z / t, dim=1), target, reduction="batchmean", log_target=True)
             loss = loss + cfg.peer_distill_weight * t * t * kl
     if joint and cfg.diversity_weight > 0:
-        loss = loss - cfg.diversity_weight * spread([F.softmax(z, dim=1) for z in logits])
+        loss = loss - cfg.diversity_weight * spread(probs)
     return loss  # type: ignore[return-value]
 
 
