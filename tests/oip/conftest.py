@@ -50,8 +50,12 @@ def ensemble():
             try:
                 run = json.loads((state / "run.json").read_text())
                 urls = [run["aggregator"]["url"]] + [v["url"] for v in run["variants"]]
+                # Ready everywhere, and the aggregator's prober has seen every variant up: before that, an answer
+                # may combine fewer variants (degraded), and the encodings are compared answer for answer.
                 if all(_get(u + "/v2/health/ready")[0] == 200 for u in urls):
-                    break
+                    status = _get(run["aggregator"]["url"] + "/v1/status")[1]
+                    if len(status["available"]) == len(run["variants"]):
+                        break
             except (OSError, ValueError, KeyError):
                 pass
             time.sleep(0.3)
