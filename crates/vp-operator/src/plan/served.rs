@@ -1,7 +1,9 @@
 //! Which aggregator replicas serve, and which config they serve. A replica serves when its pod is Ready, not
 //! terminating and on a healthy node (a pod on a silent node may still look Ready to the API server); it serves
 //! the current config when its pod carries the current [`CONFIG_DIGEST`] (its readiness probe passes only
-//! once the aggregator has loaded the config with that digest, see docs/operator.md, "Ready").
+//! once the aggregator has loaded the config with that digest, see docs/operator.md, "Ready"). A terminating
+//! replica of an older config no longer serves, but it is still behind the Service until it is gone (each node's
+//! kube-proxy drops it a moment later), so it is counted apart, as leaving.
 
 use crate::desired::CONFIG_DIGEST;
 use crate::health::Health;
@@ -18,6 +20,8 @@ pub struct AggregatorServing {
     pub current: usize,
     /// Serving another (older) config: a rollout that is not done, or stuck.
     pub stale: usize,
+    /// Terminating replicas of another config on a healthy node, not gone yet: a rollout that is not done.
+    pub leaving: usize,
 }
 
 impl AggregatorServing {
@@ -38,10 +42,18 @@ pub fn aggregators(
         let healthy_node = observe::pod_node(pod)
             .and_then(|n| nodes.get(n))
             .is_some_and(|n| n.health == Health::Healthy);
-        if !healthy_node || pod.metadata.deletion_timestamp.is_some() || !observe::pod_ready(pod) {
+        let current = pod.annotations().get(CONFIG_DIGEST).map(String::as_str) == Some(digest);
+        if !healthy_node {
             continue;
         }
-        if pod.annotations().get(CONFIG_DIGEST).map(String::as_str) == Some(digest) {
+        if pod.metadata.deletion_timestamp.is_some() {
+            out.leaving += usize::from(!current);
+            continue;
+        }
+        if !observe::pod_ready(pod) {
+            continue;
+        }
+        if current {
             out.current += 1;
         } else {
             out.stale += 1;

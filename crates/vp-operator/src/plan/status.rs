@@ -43,7 +43,8 @@ pub fn summarise(
     let no_aggregator = ens.spec.aggregator.replicas == 0;
     // Some replica answers (whichever config it serves), and: every serving replica serves the current config.
     let agg_up = no_aggregator || aggregators.any();
-    let agg_ok = no_aggregator || (aggregators.current > 0 && aggregators.stale == 0);
+    let agg_ok = no_aggregator
+        || (aggregators.current > 0 && aggregators.stale == 0 && aggregators.leaving == 0);
     let missing: Vec<String> = st
         .variants
         .iter()
@@ -74,7 +75,7 @@ pub fn summarise(
             "AggregatorConfigStale",
             format!(
                 "{} aggregator replica(s) serve an older config, {} the current one ({})",
-                aggregators.stale,
+                aggregators.stale + aggregators.leaving,
                 aggregators.current,
                 digest.get(..12).unwrap_or(digest)
             ),

@@ -732,9 +732,11 @@ fn only_ready_aggregators_on_live_nodes_serve() {
         served::aggregators(&pods, &by_name, "new"),
         served::AggregatorServing {
             current: 1,
-            stale: 2
+            stale: 2,
+            leaving: 1
         },
-        "a pod without the digest annotation serves an unknown (so not the current) config"
+        "a pod without the digest annotation serves an unknown (so not the current) config; a terminating one of \
+         another config is leaving, not serving"
     );
 
     // With only the unready one left, the ensemble says why it is not Ready.
@@ -808,6 +810,26 @@ fn ready_waits_until_every_serving_aggregator_serves_the_current_config() {
     assert_eq!(
         cond(&p.status, ConditionType::Ready),
         ("False", "AggregatorConfigStale")
+    );
+
+    // The old replica is terminating but not gone: the Service may still route to it, so still not Ready.
+    for p in &mut w.aggregators {
+        if p.name_any() != "fm-aggregator-2" {
+            p.metadata.deletion_timestamp = Some(Time(at("2026-01-01T00:01:07Z")));
+        }
+    }
+    let p = w.step(&healthy, "2026-01-01T00:01:08Z");
+    let ready = p.status.condition(ConditionType::Ready).expect("ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "AggregatorConfigStale")
+    );
+    assert!(
+        ready
+            .message
+            .contains("1 aggregator replica(s) serve an older config, 1 the current one"),
+        "{}",
+        ready.message
     );
 
     // The old replica is gone: Ready.
