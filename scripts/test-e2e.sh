@@ -31,7 +31,18 @@ export VP_SITE_DIR=${VP_SITE_DIR:-$VP_CACHE/site-e2e}
 work=$(mktemp -d)
 ns=vp-examples
 cleanup() {
+  local rc=$?
   set +e
+  # On a failure, what the cluster looked like: the CI log then says more than the one failed check.
+  if [ "$rc" != 0 ] && [ -n "${site_is_up:-}" ]; then
+    echo "test-e2e: the site at the failure:" >&2
+    for what in "get nodes -o wide" "-n $ns get pods -o wide" "-n $ns get endpointslices -o wide" \
+      "-n $ns get ve fmnist -o jsonpath={.status}" \
+      "-n vp-system logs deploy/vp-operator --tail 25"; do
+      # shellcheck disable=SC2086 # one kubectl command line per entry
+      timeout 20 scripts/site.sh run kubectl --request-timeout=10s $what >&2 2>&1
+    done
+  fi
   if [ -n "${keep_site:-}" ]; then
     echo "test-e2e: site kept (VP_E2E_KEEP=1); stop it with VP_SITE=$VP_SITE VP_SITE_DIR=$VP_SITE_DIR scripts/site.sh down" >&2
   else
@@ -60,6 +71,7 @@ say "images built and matching docker/Dockerfile"
 # --- the site
 scripts/site.sh down >/dev/null 2>&1 || true
 scripts/site.sh up --nodes 4
+site_is_up=1
 for n in n1 n2 n3 n4; do k label node "$n" node-role.kubernetes.io/edge= >/dev/null; done
 [ "$(k version -o json 2>/dev/null | jq -r .serverVersion.gitVersion)" = "v1.37.2" ] || fail "the API server does not report v1.37.2"
 say "site up: $(k get nodes --no-headers | wc -l) nodes Ready"
