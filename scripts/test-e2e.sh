@@ -240,11 +240,29 @@ for _ in $(seq 1 240); do [ "$(ready_at "$gen")" = True ] && break; sleep 0.5; d
 want=$(k -n "$ns" get pods -l app.kubernetes.io/component=aggregator -o json \
   | jq -r '[.items[] | select(.metadata.deletionTimestamp == null) | .metadata.annotations["vp.dev/config-digest"]] | unique | join(" ")')
 [ "${#want}" = 64 ] || fail "running aggregator pods are not all on one config digest: $want"
+# Ready speaks for the pods; the client's kube-proxy (here the control plane's) applies the endpoint changes made
+# before it a moment later, in its own sync loop: wait until it has none pending. (A replica of the old config
+# keeps serving for the aggregator's preStop sleep after it leaves the endpoints, so that lag costs no request.)
+pending=none
+for _ in $(seq 1 20); do
+  pending=$(site curl -fsS -m 2 http://127.0.0.1:10249/metrics 2>/dev/null \
+    | awk '$1 == "kubeproxy_sync_proxy_rules_endpoint_changes_pending" { print $2 }')
+  [ "$pending" = 0 ] && break
+  sleep 0.5
+done
+[ "$pending" = 0 ] || fail "the control plane's kube-proxy still has endpoint changes pending 10 s after Ready: $pending"
 for _ in 1 2 3 4 5; do
-  got=$(site curl -fsS -m 2 "http://$agg:8080/v1/status" | jq -r '"\(.config_digest) \(.top_k)"')
+  got=$(site curl -sS -m 2 "http://$agg:8080/v1/status" 2>&1) \
+    || fail "Ready, but the aggregator Service $agg:8080 did not answer: $got"
+  got=$(jq -r '"\(.config_digest) \(.top_k)"' <<<"$got" 2>/dev/null || echo "(not JSON: $got)")
   [ "$got" = "$want 2" ] || fail "Ready, but the aggregator Service answered with config $got (want $want, top_k 2)"
 done
-say "Ready after the topK change: the aggregator Service serves config ${want:0:12} with top_k 2"
+# No create/delete loop on the way: the aggregator's ReplicaSets created its first pod, the rollout's, and at
+# most one replacement of a pod bound to the powered-off node (left there until the node takes no new pods).
+created=$(k -n "$ns" get events -o json | jq '[.items[] | select(.involvedObject.kind == "ReplicaSet"
+  and .reason == "SuccessfulCreate") | (.count // .series.count // 1)] | add // 0')
+[ "$created" -le 4 ] || fail "the aggregator's ReplicaSets created $created pods (at most 4 expected): a create/delete loop"
+say "Ready after the topK change: the aggregator Service serves config ${want:0:12} with top_k 2 ($created aggregator pods created in all)"
 
 # --- 7. uninstall leaves nothing behind
 k delete -f "$work/example/" --wait --timeout=120s >/dev/null

@@ -13,8 +13,9 @@ use super::{
 use crate::config::{HTTP_PORT, OperatorConfig};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMap, ConfigMapVolumeSource, Container, PodAffinityTerm, PodAntiAffinity,
-    PodSpec, PodTemplateSpec, Service, ServiceSpec, Volume, VolumeMount, WeightedPodAffinityTerm,
+    Affinity, ConfigMap, ConfigMapVolumeSource, Container, Lifecycle, LifecycleHandler,
+    PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec, Service, ServiceSpec, SleepAction,
+    Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::ResourceExt;
@@ -32,6 +33,11 @@ pub const CONFIG_DIGEST: &str = "vp.dev/config-digest";
 const CONFIG_DIR: &str = "/etc/vp";
 /// A config that sets only what has no default.
 const MINIMAL_CONFIG: &str = "schema_version: 1\nmanifest: ensemble.yaml\nvariants: []\n";
+/// How long a deleted aggregator replica keeps serving before it is told to stop (a `preStop` sleep): its pod
+/// leaves the Service's endpoints when its deletion starts, but each node's kube-proxy drops it from its rules
+/// only a moment later (a second or more on a busy node); until then connections still reach it. Without the
+/// sleep they would be refused, on every rollout (a config change) and every drain.
+pub const AGGREGATOR_DRAIN_S: i64 = 5;
 /// Smallest weight of a variant in a weighted soft vote (the aggregator refuses weights that are not positive).
 const MIN_WEIGHT: f64 = 1e-6;
 
@@ -151,6 +157,15 @@ pub fn aggregator_deployment(
     let container = Container {
         readiness_probe: http_probe("/v2/health/ready", 2, None, None),
         liveness_probe: http_probe("/v2/health/live", 10, None, None),
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: AGGREGATOR_DRAIN_S,
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         resources: Some(resources.clone()),
         volume_mounts: Some(vec![VolumeMount {
             name: "config".into(),

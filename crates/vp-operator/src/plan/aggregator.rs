@@ -2,11 +2,18 @@
 //! ReplicaSet starts a replacement now instead of after Kubernetes' 300 s `unreachable` toleration) only when a
 //! healthy node can take the replacement now; otherwise, and on a node whose failure is held (a disrupted
 //! zone, a stale view), it is left where it is and the status says why.
+//!
+//! The replacement is placed by kube-scheduler, which does not share the operator's view of node health: until
+//! the node lifecycle controller taints a silent node (tens of seconds), the scheduler may bind the replacement
+//! to that same node, where it never starts. Deleting such a pod again would only repeat that (a create/delete
+//! loop, twice a second in test-e2e), so a pod that never started on a failed node is left there until the node
+//! takes no new pods (tainted or cordoned); then its replacement goes elsewhere.
 
 use super::{Deletion, Inputs, Note, Plan};
 use crate::health::{FailureReason, Health};
 use crate::observe;
 use crate::placement::{self, Constraints, Demand, NodeInfo};
+use k8s_openapi::api::core::v1::{Pod, Toleration};
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 use vp_api::PlacementStrategy;
@@ -37,6 +44,17 @@ pub fn judge(input: &Inputs<'_>, nodes: &BTreeMap<&str, &NodeInfo>, out: &mut Pl
             continue;
         }
         if pod.metadata.deletion_timestamp.is_none() {
+            if !started(pod)
+                && let Some(node) = input.nodes.iter().find(|n| n.name == on)
+                && open_to(node, &input.ensemble.spec.placement.tolerations)
+            {
+                out.aggregator_held = Some(format!(
+                    "aggregator pod {} was scheduled to {why} and never started; left there until the node \
+                     takes no new pods (else its replacement would be scheduled there again)",
+                    pod.name_any()
+                ));
+                continue;
+            }
             if let Err(no_room) = room_for_replacement(input, on) {
                 out.aggregator_held = Some(format!(
                     "aggregator pod {} left on {why}; no healthy node to move to: {no_room}",
@@ -60,6 +78,24 @@ pub fn judge(input: &Inputs<'_>, nodes: &BTreeMap<&str, &NodeInfo>, out: &mut Pl
             why,
         });
     }
+}
+
+/// Whether the kubelet ever acknowledged the pod (it sets `status.startTime`): one that never started on a failed
+/// node was bound there after the node went silent.
+fn started(pod: &Pod) -> bool {
+    pod.status.as_ref().is_some_and(|s| s.start_time.is_some())
+}
+
+/// Whether kube-scheduler may still bind a new pod with `tolerations` to `node`: not cordoned, and no taint with
+/// effect NoSchedule or NoExecute that they do not tolerate. The node lifecycle controller's health taints count
+/// here (unlike in [`placement`]), except `NoExecute` ones: every pod tolerates those for 300 s by default.
+fn open_to(node: &NodeInfo, tolerations: &[Toleration]) -> bool {
+    !node.unschedulable
+        && !node.taints.iter().any(|t| {
+            let closes = t.effect == "NoSchedule"
+                || (t.effect == "NoExecute" && !placement::HEALTH_TAINTS.contains(&t.key.as_str()));
+            closes && !tolerations.iter().any(|tol| placement::tolerates(tol, t))
+        })
 }
 
 /// Whether a healthy node can take an aggregator pod now (the placement rules, with the aggregator's

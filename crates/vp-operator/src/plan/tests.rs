@@ -40,7 +40,8 @@ fn aggregator_pod(name: &str, node: &str) -> Pod {
     serde_json::from_value(serde_json::json!({
         "metadata": {"name": name, "labels": {"app.kubernetes.io/component": "aggregator"}},
         "spec": {"nodeName": node, "containers": [{"name": "aggregator"}]},
-        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": T0}]}
+        "status": {"phase": "Running", "startTime": T0,
+                   "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": T0}]}
     }))
     .expect("pod")
 }
@@ -688,6 +689,61 @@ fn aggregator_on_a_failed_node_is_replaced_and_does_not_count_as_serving() {
     );
     assert!(!p.events.iter().any(|e| e.reason == "AggregatorPodReplaced"));
     assert_eq!(cond(&p.status, ConditionType::Ready).0, "True");
+}
+
+#[test]
+fn an_aggregator_that_never_started_on_a_failed_node_waits_until_the_node_is_closed() {
+    let mut w = World::new();
+    let healthy = nodes(Health::Healthy);
+    w.step(&healthy, T0);
+    w.all_ready(T0);
+    // edge-a is silent, and kube-scheduler (which does not know) bound a rollout's new aggregator pod to it: the
+    // kubelet never acknowledged it. Deleting it would only have its replacement bound there again.
+    let failed = Health::Failed(FailureReason::LeaseExpired { silent_s: 21 });
+    let mut unstarted = aggregator_pod("fm-aggregator-new", "edge-a");
+    unstarted.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        phase: Some("Pending".into()),
+        ..Default::default()
+    });
+    w.aggregators = vec![aggregator_pod("fm-aggregator-old", "edge-b"), unstarted];
+    let mut n = nodes(failed);
+    let a = n.iter().position(|n| n.name == "edge-a").expect("edge-a");
+    let deleted = |p: &Plan| {
+        p.delete
+            .iter()
+            .filter(|d| d.name == "fm-aggregator-new")
+            .count()
+    };
+    for now in ["2026-01-01T00:01:00Z", "2026-01-01T00:01:01Z"] {
+        let p = w.step(&n, now);
+        assert_eq!(deleted(&p), 0, "{:?}", p.delete);
+        assert!(!p.events.iter().any(|e| e.reason == "AggregatorPodReplaced"));
+        let held = p.aggregator_held.as_deref().unwrap_or_default();
+        assert!(
+            held.contains("never started") && held.contains("edge-a"),
+            "{held}"
+        );
+    }
+    // Kubernetes' NoExecute health taint alone does not close the node (every pod tolerates it for 300 s) ...
+    let taint = |effect: &str| k8s_openapi::api::core::v1::Taint {
+        key: "node.kubernetes.io/unreachable".into(),
+        effect: effect.into(),
+        ..Default::default()
+    };
+    n[a].taints.push(taint("NoExecute"));
+    assert_eq!(deleted(&w.step(&n, "2026-01-01T00:01:30Z")), 0);
+    // ... its NoSchedule twin does: the replacement now goes elsewhere, so the pod is deleted, once.
+    n[a].taints.push(taint("NoSchedule"));
+    let p = w.step(&n, "2026-01-01T00:01:31Z");
+    assert_eq!(deleted(&p), 1, "{:?}", p.delete);
+    assert!(p.delete.iter().all(|d| d.force));
+    // Cordoning closes a node too.
+    let mut cordoned = nodes(Health::Failed(FailureReason::NotReady));
+    cordoned[a].unschedulable = true;
+    let mut unstarted = aggregator_pod("fm-aggregator-new", "edge-a");
+    unstarted.status = None;
+    w.aggregators = vec![aggregator_pod("fm-aggregator-old", "edge-b"), unstarted];
+    assert_eq!(deleted(&w.step(&cordoned, "2026-01-01T00:02:00Z")), 1);
 }
 
 #[test]

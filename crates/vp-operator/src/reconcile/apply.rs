@@ -83,7 +83,7 @@ async fn delete(ctx: &Context, ns: &str, name: &str, plan: &Plan) -> Result<()> 
             ..DeleteParams::default()
         };
         ctx.gate.pass(|| format!("delete pod {ns}/{}", d.name))?;
-        tracing::info!(pod = %d.name, namespace = ns, force = d.force, why = %d.why, "deleting variant pod");
+        tracing::info!(pod = %d.name, namespace = ns, force = d.force, why = %d.why, "deleting pod");
         match pods.delete(&d.name, &params).await {
             Ok(_) => {}
             Err(e) if not_found(&e) => {}
