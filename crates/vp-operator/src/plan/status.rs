@@ -74,10 +74,14 @@ pub fn summarise(
         (true, true, false) => (
             "AggregatorConfigStale",
             format!(
-                "{} aggregator replica(s) serve an older config, {} the current one ({})",
+                "{} aggregator replica(s) serve an older config, {} the current one ({}){}",
                 aggregators.stale + aggregators.leaving,
                 aggregators.current,
-                digest.get(..12).unwrap_or(digest)
+                digest.get(..12).unwrap_or(digest),
+                out.aggregator_held
+                    .as_deref()
+                    .map(|why| format!("; {why}"))
+                    .unwrap_or_default()
             ),
         ),
         (false, _, _) => (

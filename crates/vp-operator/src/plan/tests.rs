@@ -705,7 +705,11 @@ fn an_aggregator_that_never_started_on_a_failed_node_waits_until_the_node_is_clo
         phase: Some("Pending".into()),
         ..Default::default()
     });
-    w.aggregators = vec![aggregator_pod("fm-aggregator-old", "edge-b"), unstarted];
+    w.instant_rollout = false;
+    w.aggregators = vec![
+        with_digest(aggregator_pod("fm-aggregator-old", "edge-b"), "older"),
+        with_digest(unstarted, &w.digest()),
+    ];
     let mut n = nodes(failed);
     let a = n.iter().position(|n| n.name == "edge-a").expect("edge-a");
     let deleted = |p: &Plan| {
@@ -716,6 +720,8 @@ fn an_aggregator_that_never_started_on_a_failed_node_waits_until_the_node_is_clo
     };
     for now in ["2026-01-01T00:01:00Z", "2026-01-01T00:01:01Z"] {
         let p = w.step(&n, now);
+        // The variant that was on edge-a moves at the first step and serves from then on.
+        w.all_ready(now);
         assert_eq!(deleted(&p), 0, "{:?}", p.delete);
         assert!(!p.events.iter().any(|e| e.reason == "AggregatorPodReplaced"));
         let held = p.aggregator_held.as_deref().unwrap_or_default();
@@ -723,6 +729,18 @@ fn an_aggregator_that_never_started_on_a_failed_node_waits_until_the_node_is_clo
             held.contains("never started") && held.contains("edge-a"),
             "{held}"
         );
+        // The rollout waits: the old replica serves, and Ready says why the new one does not yet.
+        let c = p
+            .status
+            .condition(ConditionType::Ready)
+            .expect("ready condition");
+        if now.ends_with("01Z") {
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                ("False", "AggregatorConfigStale")
+            );
+            assert!(c.message.contains("never started"), "{}", c.message);
+        }
     }
     // Kubernetes' NoExecute health taint alone does not close the node (every pod tolerates it for 300 s) ...
     let taint = |effect: &str| k8s_openapi::api::core::v1::Taint {
