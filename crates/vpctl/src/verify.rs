@@ -3,7 +3,7 @@
 //! aggregator reports as expected accuracy are known to hold for the shipped files.
 
 use crate::CliError;
-use crate::testset::{DEFAULT_DIR, TestSet};
+use crate::testset::{TestSet, cache_dir, default_dir_for};
 use std::path::{Path, PathBuf};
 use vp_core::{CombineRule, Combiner, Manifest, TopK, top_k};
 use vp_infer::Model;
@@ -13,7 +13,8 @@ pub struct VerifyArgs {
     /// The family's ensemble.yaml.
     pub manifest: PathBuf,
     /// Folder with t10k-images-idx3-ubyte.gz (or -idx4-) and t10k-labels-idx1-ubyte.gz. Default: the manifest's
-    /// `dataset.test_split` folder (image-folder families ship their test split), else Fashion-MNIST's.
+    /// `dataset.test_split` folder (image-folder and MNIST families ship their test split), for `cifar10-npm` the
+    /// copy scripts/setup-cifar10-npm.sh writes into $VP_CACHE, else Fashion-MNIST's.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Samples per ONNX Runtime run.
@@ -113,13 +114,14 @@ struct Check {
 pub async fn verify(a: VerifyArgs) -> Result<(), CliError> {
     let m = read_manifest(&a.manifest)?;
     let dir = a.manifest.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let data_dir = a
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| match &m.dataset.test_split {
-            Some(split) => dir.join(split),
-            None => PathBuf::from(DEFAULT_DIR),
-        });
+    let data_dir = a.data_dir.clone().unwrap_or_else(|| {
+        default_dir_for(
+            &m.dataset.name,
+            m.dataset.test_split.as_deref(),
+            &dir,
+            &cache_dir(),
+        )
+    });
     let set = TestSet::load(&data_dir)?;
     if set.sample_len() != m.input.shape.iter().product::<usize>() {
         return Err(CliError::msg(format!(
