@@ -87,6 +87,16 @@ fn rust_evaluation_reproduces_the_mnist_family() {
     );
 }
 
+/// The shipped CIFAR-10 family (colour, 3x32x32) verifies on CIFAR-10's test batch, read from the IDX copy that
+/// scripts/setup-cifar10-npm.sh (run by scripts/setup.sh) writes into the cache: `vpctl verify`'s default for
+/// the data set `cifar10-npm`.
+#[test]
+fn rust_evaluation_reproduces_the_cifar10_family() {
+    assert_verifies(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/cifar10/ensemble.yaml"),
+    );
+}
+
 /// A `vpctl run` process with its own state folder and free ports; stopped with SIGTERM on drop.
 struct Ensemble {
     child: Child,
