@@ -5,6 +5,7 @@
 //! reply.
 
 use crate::CliError;
+use crate::ports::free_port;
 use crate::procs::{Startup, client, find_binary, wait_started};
 use crate::stats::{ms, quantile};
 use crate::testset::{DEFAULT_DIR, TestSet};
@@ -132,13 +133,6 @@ async fn started(
             "{what} exited during start-up ({status}); its stderr is above"
         ))),
     }
-}
-
-fn free_port() -> Result<u16, CliError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| CliError::msg(format!("no free port: {e}")))
 }
 
 fn bare(

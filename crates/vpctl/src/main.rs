@@ -5,6 +5,7 @@ mod bench;
 mod classify;
 mod eval;
 mod overload;
+mod ports;
 mod procs;
 mod run;
 mod runstate;

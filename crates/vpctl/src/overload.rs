@@ -108,10 +108,7 @@ async fn start(
     variant: &str,
     extra: &[&str],
 ) -> Result<Server, CliError> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| CliError::msg(format!("no free port: {e}")))?;
+    let port = crate::ports::free_port()?;
     let child = Command::new(find_binary("vp-variant")?)
         .args(["--manifest", manifest, "--variant", variant])
         .args(["--listen", &format!("127.0.0.1:{port}")])

@@ -3,6 +3,7 @@
 //! (unless `eval --kill` holds them down), and stops everything on Ctrl-C or SIGTERM.
 
 use crate::CliError;
+use crate::ports::free_port;
 use crate::procs::{Startup, client, find_binary, stop_child, wait_started};
 use crate::runstate::{Proc, RunState, is_held};
 use std::path::{Path, PathBuf};
@@ -81,7 +82,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A process that ran this long before crashing restarts after the minimum backoff again.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
-/// `base + i`, or a free port when `base` is 0.
+/// `base + i`, or a free port (crate::ports) when `base` is 0.
 fn nth_port(base: u16, i: usize, flag: &str) -> Result<u16, CliError> {
     if base == 0 {
         return free_port();
@@ -90,13 +91,6 @@ fn nth_port(base: u16, i: usize, flag: &str) -> Result<u16, CliError> {
         .ok()
         .and_then(|i| base.checked_add(i))
         .ok_or_else(|| CliError::msg(format!("{flag} too high")))
-}
-
-fn free_port() -> Result<u16, CliError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| CliError::msg(format!("cannot find a free port: {e}")))
 }
 
 impl Managed {
