@@ -955,10 +955,8 @@ impl OperatorProcess {
     /// A process whose API calls use `kubeconfig` (e.g. one pointing at a [`vp_testenv::Proxy`]); every write it
     /// lets through its write gate is logged (the audit).
     fn start_with(kubeconfig: &std::path::Path, ns: &TestNamespace, identity: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        // Not bind(0)-and-close: such a port is in the ephemeral range, where any client can take it first.
+        let port = vp_server::ports::free_port().expect("free port");
         let log = std::env::temp_dir().join(format!("{}-{identity}.log", ns.name()));
         let out = std::fs::File::create(&log).expect("operator log");
         let err = out.try_clone().expect("operator log");

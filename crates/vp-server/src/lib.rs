@@ -1,12 +1,14 @@
 //! Server plumbing shared by the variant server and the aggregator: logging set-up, shutdown on Ctrl-C/SIGTERM,
 //! JSON error replies, JSON body parsing with clear messages, the `/metrics` handler, the defences against
-//! hostile load (connection limits, load shedding, memory budget), and the OIP gRPC service ([`grpc`]).
+//! hostile load (connection limits, load shedding, memory budget), the OIP gRPC service ([`grpc`]), and free
+//! loopback ports for servers that other processes start ([`ports`]).
 
 pub mod budget;
 pub mod conn;
 pub mod flags;
 pub mod grpc;
 pub mod oip_http;
+pub mod ports;
 pub mod shed;
 
 pub use budget::{BudgetError, MemoryBudget, Reservation};

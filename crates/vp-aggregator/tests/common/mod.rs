@@ -155,10 +155,8 @@ pub async fn start_with(tag: &str, config_text: &str, flags: &[&str]) -> Aggrega
     std::fs::create_dir_all(&dir).expect("tmp");
     std::fs::write(dir.join("ensemble.yaml"), manifest_yaml()).expect("manifest");
     std::fs::write(dir.join("aggregator.yaml"), config_text).expect("config");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
+    // Not bind(0)-and-close: such a port is in the ephemeral range, where any client can take it first.
+    let port = vp_server::ports::free_port().expect("free port");
     let child = Command::new(env!("CARGO_BIN_EXE_vp-aggregator"))
         .args([
             "--config",

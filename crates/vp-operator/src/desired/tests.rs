@@ -537,10 +537,8 @@ mod fetch {
     }
 
     fn serve() -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        // Not bind(0)-and-close: such a port is in the ephemeral range, where any client can take it first.
+        let port = vp_server::ports::free_port().expect("free port");
         let child = Command::new("python3")
             .args([
                 "-m",

@@ -19,11 +19,10 @@ pub fn family_dir() -> PathBuf {
     dir
 }
 
+/// A free loopback port below the ephemeral range (`vp_server::ports`): a port found by binding port 0 can be
+/// taken by any client's outgoing connection before the server binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    vp_server::ports::free_port().expect("free port")
 }
 
 /// A vp-variant process, killed on drop.
