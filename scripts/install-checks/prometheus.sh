@@ -50,8 +50,8 @@ wait_for() { # wait_for DESCRIPTION QUERY EXPECTED SECONDS
 }
 wait_for "Prometheus scrapes the aggregator" 'vp_aggregator_available_variants' 4 60
 full_acc=$(q 'vp_aggregator_expected_accuracy')
-# The strongest variant: without it the subset's expected accuracy at k=3 drops (0.9206 -> 0.9158 in the manifest's
-# weighted subset table; losing the weakest one, w035-r16, would barely move it, to 0.9207: its vote weight is 0.08).
+# The strongest variant: without it the subset's expected accuracy at k=3 drops (0.9267 -> 0.9217 in the manifest's
+# weighted subset table; losing the weakest one, w035-r16, would barely move it, to 0.9266: its vote weight is 0.12).
 victim=w050-r28
 # vpctl eval SIGKILLs the variant at 20% of the stream and holds it down until 70% (then vpctl run restarts it).
 "$bin_dir/vpctl" eval --url "http://127.0.0.1:$agg_port" --state-dir "$state" --limit 3000 --concurrency 2 \
