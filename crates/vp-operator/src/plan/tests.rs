@@ -6,6 +6,7 @@ use crate::observe::{self, node_info};
 use crate::reconcile::validate::validate;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
+use vp_api::ConditionType::{Degraded, Progressing, Ready};
 use vp_api::labels::VARIANT;
 use vp_api::{ConditionType, EnsembleManifest};
 
@@ -114,6 +115,14 @@ impl World {
         plan
     }
 
+    /// A world whose first plan ran at T0 on `nodes` and whose pods all turned Ready at `ready_at`.
+    fn ready_on(nodes: &[NodeInfo], ready_at: &str) -> Self {
+        let mut w = Self::new();
+        w.step(nodes, T0);
+        w.all_ready(ready_at);
+        w
+    }
+
     /// Marks every pod Ready since `when` (as a kubelet would).
     fn all_ready(&mut self, when: &str) {
         for p in &mut self.pods {
@@ -156,14 +165,8 @@ fn fresh_ensemble_places_one_variant_per_node_biggest_first() {
         .collect();
     assert_eq!(used.len(), 4, "one variant per node");
     assert!(!used.contains("edge-d") && !used.contains("core-0"));
-    assert_eq!(
-        cond(&p.status, ConditionType::Ready),
-        ("False", "VariantsUnavailable")
-    );
-    assert_eq!(
-        cond(&p.status, ConditionType::Progressing),
-        ("True", "Reconciling")
-    );
+    assert_eq!(cond(&p.status, Ready), ("False", "VariantsUnavailable"));
+    assert_eq!(cond(&p.status, Progressing), ("True", "Reconciling"));
     assert_eq!(p.status.available_variants, 0);
     assert_eq!(p.status.desired_variants, 4);
     assert_eq!(p.status.expected_accuracy, None);
@@ -176,10 +179,8 @@ fn fresh_ensemble_places_one_variant_per_node_biggest_first() {
 
 #[test]
 fn steady_state_is_idempotent_and_ready() {
-    let mut w = World::new();
     let n = nodes(Health::Healthy);
-    w.step(&n, T0);
-    w.all_ready("2026-01-01T00:00:05Z");
+    let mut w = World::ready_on(&n, "2026-01-01T00:00:05Z");
     let p = w.step(&n, "2026-01-01T00:00:06Z");
     assert!(
         p.create.is_empty() && p.delete.is_empty(),
@@ -187,18 +188,9 @@ fn steady_state_is_idempotent_and_ready() {
         p.create.len(),
         p.delete
     );
-    assert_eq!(
-        cond(&p.status, ConditionType::Ready),
-        ("True", "AllVariantsServing")
-    );
-    assert_eq!(
-        cond(&p.status, ConditionType::Degraded),
-        ("False", "AllVariantsServing")
-    );
-    assert_eq!(
-        cond(&p.status, ConditionType::Progressing),
-        ("False", "Stable")
-    );
+    assert_eq!(cond(&p.status, Ready), ("True", "AllVariantsServing"));
+    assert_eq!(cond(&p.status, Degraded), ("False", "AllVariantsServing"));
+    assert_eq!(cond(&p.status, Progressing), ("False", "Stable"));
     assert_eq!(p.status.expected_accuracy, Some(0.922));
     assert_eq!(
         p.status.aggregator_endpoint.as_deref(),
@@ -257,14 +249,8 @@ fn failed_node_moves_its_variant_to_the_spare_and_recovers() {
             .any(|e| e.reason == "Rescheduled" && e.message.contains("from edge-a to edge-f"))
     );
     assert!(p.events.iter().any(|e| e.reason == "Degraded"));
-    assert_eq!(
-        cond(&p.status, ConditionType::Degraded),
-        ("True", "VariantsUnavailable")
-    );
-    assert_eq!(
-        cond(&p.status, ConditionType::Progressing),
-        ("True", "Rescheduling")
-    );
+    assert_eq!(cond(&p.status, Degraded), ("True", "VariantsUnavailable"));
+    assert_eq!(cond(&p.status, Progressing), ("True", "Rescheduling"));
     assert_eq!(p.status.available_variants, 3);
     assert_eq!(
         p.status.expected_accuracy,
@@ -294,10 +280,7 @@ fn failed_node_moves_its_variant_to_the_spare_and_recovers() {
             after: Duration::from_secs(25)
         }]
     );
-    assert_eq!(
-        cond(&p.status, ConditionType::Ready),
-        ("True", "AllVariantsServing")
-    );
+    assert_eq!(cond(&p.status, Ready), ("True", "AllVariantsServing"));
     assert!(
         p.events
             .iter()
@@ -352,10 +335,7 @@ fn no_spare_leaves_the_pods_where_they_are_and_a_new_node_takes_them() {
             .iter()
             .any(|e| e.reason == "FailedPlacement" && e.message.contains("2 failed"))
     );
-    assert_eq!(
-        cond(&p.status, ConditionType::Degraded),
-        ("True", "NoVariantServing")
-    );
+    assert_eq!(cond(&p.status, Degraded), ("True", "NoVariantServing"));
     for v in &p.status.variants {
         let m = v.message.as_deref().unwrap_or_default();
         assert!(
@@ -365,11 +345,7 @@ fn no_spare_leaves_the_pods_where_they_are_and_a_new_node_takes_them() {
         );
         assert_eq!(v.reschedules, 0);
     }
-    let agg = &p
-        .status
-        .condition(ConditionType::Ready)
-        .expect("ready")
-        .message;
+    let agg = &p.status.condition(Ready).expect("ready").message;
     assert!(agg.contains("not serving"), "{agg}");
     // Same situation again: no repeated FailedPlacement events, still nothing deleted.
     let p = w.step(&dead, "2026-01-01T00:01:10Z");
@@ -406,10 +382,8 @@ fn no_spare_leaves_the_pods_where_they_are_and_a_new_node_takes_them() {
 
 #[test]
 fn a_held_node_keeps_its_pods_and_the_status_says_moves_are_paused() {
-    let mut w = World::new();
     let n = nodes(Health::Healthy);
-    w.step(&n, T0);
-    w.all_ready("2026-01-01T00:00:05Z");
+    let mut w = World::ready_on(&n, "2026-01-01T00:00:05Z");
     w.aggregators = vec![aggregator_pod("fm-aggregator-1", "edge-a")];
     w.step(&n, "2026-01-01T00:00:06Z");
     let hold = Hold::Disruption {
@@ -430,17 +404,10 @@ fn a_held_node_keeps_its_pods_and_the_status_says_moves_are_paused() {
     assert!(p.delete.is_empty() && p.create.is_empty(), "{:?}", p.delete);
     assert!(p.reschedules.is_empty());
     assert!(!p.events.iter().any(|e| e.reason == "FailedPlacement"));
-    assert_eq!(
-        cond(&p.status, ConditionType::Degraded),
-        ("True", "MovesPaused")
-    );
-    assert_eq!(cond(&p.status, ConditionType::Progressing).1, "MovesPaused");
-    assert_eq!(cond(&p.status, ConditionType::Ready).0, "False");
-    let msg = &p
-        .status
-        .condition(ConditionType::Degraded)
-        .expect("degraded")
-        .message;
+    assert_eq!(cond(&p.status, Degraded), ("True", "MovesPaused"));
+    assert_eq!(cond(&p.status, Progressing).1, "MovesPaused");
+    assert_eq!(cond(&p.status, Ready).0, "False");
+    let msg = &p.status.condition(Degraded).expect("degraded").message;
     assert!(
         msg.contains("FullDisruption (5/5 nodes failed at once)"),
         "{msg}"
@@ -463,10 +430,7 @@ fn a_held_node_keeps_its_pods_and_the_status_says_moves_are_paused() {
     // The nodes are back: Ready again, one MovesResumed event, and nothing was ever replaced.
     let p = w.step(&n, "2026-01-01T00:01:30Z");
     assert!(p.delete.is_empty() && p.create.is_empty());
-    assert_eq!(
-        cond(&p.status, ConditionType::Ready),
-        ("True", "AllVariantsServing")
-    );
+    assert_eq!(cond(&p.status, Ready), ("True", "AllVariantsServing"));
     assert_eq!(
         p.events
             .iter()
@@ -478,19 +442,14 @@ fn a_held_node_keeps_its_pods_and_the_status_says_moves_are_paused() {
 
 #[test]
 fn a_rate_limited_failure_is_a_short_wait_not_a_pause() {
-    let mut w = World::new();
     let n = nodes(Health::Healthy);
-    w.step(&n, T0);
-    w.all_ready("2026-01-01T00:00:05Z");
+    let mut w = World::ready_on(&n, "2026-01-01T00:00:05Z");
     let p = w.step(
         &nodes(Health::Held(FailureReason::NotReady, Hold::RateLimited)),
         "2026-01-01T00:01:00Z",
     );
     assert!(p.delete.is_empty() && p.create.is_empty());
-    assert_eq!(
-        cond(&p.status, ConditionType::Degraded),
-        ("True", "VariantsUnavailable")
-    );
+    assert_eq!(cond(&p.status, Degraded), ("True", "VariantsUnavailable"));
     let v2 = p
         .status
         .variants
@@ -507,10 +466,8 @@ fn a_rate_limited_failure_is_a_short_wait_not_a_pause() {
 
 #[test]
 fn evicted_pod_is_replaced_on_another_node() {
-    let mut w = World::new();
     let n = nodes(Health::Healthy);
-    w.step(&n, T0);
-    w.all_ready("2026-01-01T00:00:05Z");
+    let mut w = World::ready_on(&n, "2026-01-01T00:00:05Z");
     w.step(&n, "2026-01-01T00:00:06Z");
     let pod = w
         .pods
@@ -530,10 +487,8 @@ fn evicted_pod_is_replaced_on_another_node() {
 
 #[test]
 fn spec_change_rolls_without_taking_the_variant_down() {
-    let mut w = World::new();
     let n = nodes(Health::Healthy);
-    w.step(&n, T0);
-    w.all_ready("2026-01-01T00:00:05Z");
+    let mut w = World::ready_on(&n, "2026-01-01T00:00:05Z");
     w.step(&n, "2026-01-01T00:00:06Z");
     w.ens.spec.images.variant = Some("example/vp-variant:2".into());
     let p = w.step(&n, "2026-01-01T00:00:10Z");
@@ -581,15 +536,8 @@ fn invalid_spec_touches_nothing_and_says_why_once() {
     w.ens.spec.model.classes = 12;
     let p = w.step(&nodes(Health::Healthy), T0);
     assert!(p.create.is_empty() && p.aggregator.is_none() && p.services.is_empty());
-    assert_eq!(
-        cond(&p.status, ConditionType::Ready),
-        ("False", "InvalidSpec")
-    );
-    let msg = &p
-        .status
-        .condition(ConditionType::Ready)
-        .expect("ready")
-        .message;
+    assert_eq!(cond(&p.status, Ready), ("False", "InvalidSpec"));
+    let msg = &p.status.condition(Ready).expect("ready").message;
     assert!(
         msg.contains("classes is 12") && msg.contains("is 10"),
         "{msg}"
@@ -604,11 +552,7 @@ fn manifest_problems_and_unknown_variants_are_reported() {
     let mut w = World::new();
     w.ens.spec.variants[0].name = "v9".into();
     let p = w.step(&nodes(Health::Healthy), T0);
-    let msg = &p
-        .status
-        .condition(ConditionType::Ready)
-        .expect("ready")
-        .message;
+    let msg = &p.status.condition(Ready).expect("ready").message;
     assert!(msg.contains("v9 is not in manifest family fmnist"), "{msg}");
     let p = plan(&Inputs {
         ensemble: &fixtures::ensemble(),
@@ -622,7 +566,7 @@ fn manifest_problems_and_unknown_variants_are_reported() {
     });
     assert!(
         p.status
-            .condition(ConditionType::Ready)
+            .condition(Ready)
             .is_some_and(|c| c.message.contains("not found"))
     );
 }
@@ -634,26 +578,17 @@ fn url_digest_must_match_the_manifest() {
         u.sha256 = "f".repeat(64);
     }
     let p = w.step(&nodes(Health::Healthy), T0);
-    let msg = &p
-        .status
-        .condition(ConditionType::Ready)
-        .expect("ready")
-        .message;
+    let msg = &p.status.condition(Ready).expect("ready").message;
     assert!(msg.contains("differs from the manifest"), "{msg}");
 }
 
 #[test]
 fn aggregator_on_a_failed_node_is_replaced_and_does_not_count_as_serving() {
-    let mut w = World::new();
     let healthy = nodes(Health::Healthy);
-    w.step(&healthy, T0);
-    w.all_ready(T0);
+    let mut w = World::ready_on(&healthy, T0);
     w.aggregators = vec![aggregator_pod("fm-aggregator-1", "edge-a")];
     let p = w.step(&healthy, T0);
-    assert_eq!(
-        cond(&p.status, ConditionType::Ready),
-        ("True", "AllVariantsServing")
-    );
+    assert_eq!(cond(&p.status, Ready), ("True", "AllVariantsServing"));
 
     // edge-a goes silent: the aggregator pod there still looks Ready to the API server but is not counted,
     // and it is force-deleted (once, with one event) so that its ReplicaSet replaces it now.
@@ -688,15 +623,13 @@ fn aggregator_on_a_failed_node_is_replaced_and_does_not_count_as_serving() {
             .all(|d| !d.name.starts_with("fm-aggregator"))
     );
     assert!(!p.events.iter().any(|e| e.reason == "AggregatorPodReplaced"));
-    assert_eq!(cond(&p.status, ConditionType::Ready).0, "True");
+    assert_eq!(cond(&p.status, Ready).0, "True");
 }
 
 #[test]
 fn an_aggregator_that_never_started_on_a_failed_node_waits_until_the_node_is_closed() {
-    let mut w = World::new();
     let healthy = nodes(Health::Healthy);
-    w.step(&healthy, T0);
-    w.all_ready(T0);
+    let mut w = World::ready_on(&healthy, T0);
     // edge-a is silent, and kube-scheduler (which does not know) bound a rollout's new aggregator pod to it: the
     // kubelet never acknowledged it. Deleting it would only have its replacement bound there again.
     let failed = Health::Failed(FailureReason::LeaseExpired { silent_s: 21 });
@@ -730,10 +663,7 @@ fn an_aggregator_that_never_started_on_a_failed_node_waits_until_the_node_is_clo
             "{held}"
         );
         // The rollout waits: the old replica serves, and Ready says why the new one does not yet.
-        let c = p
-            .status
-            .condition(ConditionType::Ready)
-            .expect("ready condition");
+        let c = p.status.condition(Ready).expect("ready condition");
         if now.ends_with("01Z") {
             assert_eq!(
                 (c.status.as_str(), c.reason.as_str()),
@@ -814,31 +744,21 @@ fn only_ready_aggregators_on_live_nodes_serve() {
     );
 
     // With only the unready one left, the ensemble says why it is not Ready.
-    let mut w = World::new();
     let healthy = nodes(Health::Healthy);
-    w.step(&healthy, T0);
-    w.all_ready(T0);
+    let mut w = World::ready_on(&healthy, T0);
     let mut agg = aggregator_pod("fm-aggregator-1", "edge-b");
     agg.status = None;
     w.aggregators = vec![agg];
     let p = w.step(&healthy, T0);
-    assert_eq!(
-        cond(&p.status, ConditionType::Ready),
-        ("False", "AggregatorUnavailable")
-    );
+    assert_eq!(cond(&p.status, Ready), ("False", "AggregatorUnavailable"));
 }
 
 #[test]
 fn ready_waits_until_every_serving_aggregator_serves_the_current_config() {
-    let mut w = World::new();
     let healthy = nodes(Health::Healthy);
-    w.step(&healthy, T0);
-    w.all_ready(T0);
+    let mut w = World::ready_on(&healthy, T0);
     let p = w.step(&healthy, T0);
-    assert_eq!(
-        cond(&p.status, ConditionType::Ready),
-        ("True", "AllVariantsServing")
-    );
+    assert_eq!(cond(&p.status, Ready), ("True", "AllVariantsServing"));
     let old = w.digest();
 
     // topK changes: the config (and its digest) change; the Deployment has not rolled out yet.
@@ -852,7 +772,7 @@ fn ready_waits_until_every_serving_aggregator_serves_the_current_config() {
         p.aggregator.as_ref().map(|a| a.digest.as_str()),
         Some(new.as_str())
     );
-    let ready = p.status.condition(ConditionType::Ready).expect("ready");
+    let ready = p.status.condition(Ready).expect("ready");
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
         ("False", "AggregatorConfigStale")
@@ -866,14 +786,11 @@ fn ready_waits_until_every_serving_aggregator_serves_the_current_config() {
         ready.message
     );
     assert_eq!(
-        cond(&p.status, ConditionType::Degraded),
+        cond(&p.status, Degraded),
         ("False", "AllVariantsServing"),
         "the old config still answers: not degraded"
     );
-    assert_eq!(
-        cond(&p.status, ConditionType::Progressing),
-        ("True", "AggregatorRollout")
-    );
+    assert_eq!(cond(&p.status, Progressing), ("True", "AggregatorRollout"));
 
     // A new replica serves the new config while the old one still serves the old: still not Ready.
     w.aggregators.push(with_digest(
@@ -881,10 +798,7 @@ fn ready_waits_until_every_serving_aggregator_serves_the_current_config() {
         &new,
     ));
     let p = w.step(&healthy, "2026-01-01T00:01:05Z");
-    assert_eq!(
-        cond(&p.status, ConditionType::Ready),
-        ("False", "AggregatorConfigStale")
-    );
+    assert_eq!(cond(&p.status, Ready), ("False", "AggregatorConfigStale"));
 
     // The old replica is terminating but not gone: the Service may still route to it, so still not Ready.
     for p in &mut w.aggregators {
@@ -893,7 +807,7 @@ fn ready_waits_until_every_serving_aggregator_serves_the_current_config() {
         }
     }
     let p = w.step(&healthy, "2026-01-01T00:01:08Z");
-    let ready = p.status.condition(ConditionType::Ready).expect("ready");
+    let ready = p.status.condition(Ready).expect("ready");
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
         ("False", "AggregatorConfigStale")
@@ -909,40 +823,29 @@ fn ready_waits_until_every_serving_aggregator_serves_the_current_config() {
     // The old replica is gone: Ready.
     w.aggregators.retain(|p| p.name_any() == "fm-aggregator-2");
     let p = w.step(&healthy, "2026-01-01T00:01:10Z");
-    assert_eq!(
-        cond(&p.status, ConditionType::Ready),
-        ("True", "AllVariantsServing")
-    );
-    assert_eq!(
-        cond(&p.status, ConditionType::Progressing),
-        ("False", "Stable")
-    );
+    assert_eq!(cond(&p.status, Ready), ("True", "AllVariantsServing"));
+    assert_eq!(cond(&p.status, Progressing), ("False", "Stable"));
 }
 
 #[test]
 fn a_failed_apply_keeps_ready_false_until_an_apply_succeeds() {
-    let mut w = World::new();
     let healthy = nodes(Health::Healthy);
-    w.step(&healthy, T0);
-    w.all_ready(T0);
+    let mut w = World::ready_on(&healthy, T0);
     let mut p = w.step(&healthy, T0);
-    assert_eq!(cond(&p.status, ConditionType::Ready).0, "True");
+    assert_eq!(cond(&p.status, Ready).0, "True");
     let old = w.ens.status.clone().expect("status");
     let t1 = at("2026-01-01T00:02:00Z");
     status::apply_failed(&old, "applying ConfigMap fm-aggregator: denied", t1, &mut p);
-    let ready = p.status.condition(ConditionType::Ready).expect("ready");
+    let ready = p.status.condition(Ready).expect("ready");
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
         ("False", "ApplyFailed")
     );
     assert!(ready.message.contains("denied"), "{}", ready.message);
     assert_eq!(ready.last_transition_time.0, t1);
+    assert_eq!(cond(&p.status, Progressing), ("True", "ApplyFailed"));
     assert_eq!(
-        cond(&p.status, ConditionType::Progressing),
-        ("True", "ApplyFailed")
-    );
-    assert_eq!(
-        cond(&p.status, ConditionType::Degraded),
+        cond(&p.status, Degraded),
         ("False", "AllVariantsServing"),
         "what serves did not change"
     );
@@ -964,7 +867,7 @@ fn a_failed_apply_keeps_ready_false_until_an_apply_succeeds() {
         at("2026-01-01T00:02:05Z"),
         &mut p,
     );
-    let ready = p.status.condition(ConditionType::Ready).expect("ready");
+    let ready = p.status.condition(Ready).expect("ready");
     assert_eq!(
         (ready.status.as_str(), ready.last_transition_time.0),
         ("False", t1)
@@ -973,8 +876,5 @@ fn a_failed_apply_keeps_ready_false_until_an_apply_succeeds() {
 
     // An apply that succeeds: Ready again from the plan alone.
     let p = w.step(&healthy, "2026-01-01T00:02:10Z");
-    assert_eq!(
-        cond(&p.status, ConditionType::Ready),
-        ("True", "AllVariantsServing")
-    );
+    assert_eq!(cond(&p.status, Ready), ("True", "AllVariantsServing"));
 }
